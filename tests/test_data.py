@@ -197,10 +197,14 @@ class _Recorder(L.LightningModule):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(()))
         self.seen: list[list[int]] = []
+        self.val_sizes: list[int] = []
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         self.seen.append(batch[0].tolist())
         return (self.weight - 1.0) ** 2
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        self.val_sizes.append(len(batch[0]))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -303,6 +307,25 @@ def test_mnist_fraction_split_is_seeded_and_raw_files_load(tmp_path: Path) -> No
     assert len(a.split_tensors("val")[0]) == 10
     assert torch.equal(a.split_tensors("val")[0], b.split_tensors("val")[0])
     assert not torch.equal(a.split_tensors("val")[0], c.split_tensors("val")[0])
+
+
+def test_mnist_datamodule_under_a_trainer(mnist_root: Path) -> None:
+    dm = MNISTDataModule(root=mnist_root, batch_size=16, val_size=12, binarize="dynamic", flatten=True)
+    model = _Recorder()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=dm)
+    assert isinstance(trainer.train_dataloader, InMemoryLoader)
+    assert [len(batch) for batch in model.seen] == [16, 16, 6] * 2
+    assert all(set(pixel for pixel in batch[0]) <= {0.0, 1.0} and len(batch[0]) == 784 for batch in model.seen)
+    # The sanity check, then one full validation pass per epoch.
+    assert model.val_sizes == [12, 12, 12]
 
 
 def test_mnist_flatten_and_dataloader_path(mnist_root: Path) -> None:

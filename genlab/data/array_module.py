@@ -17,6 +17,8 @@ from genlab.data.seeding import Stream, derive_seed
 from genlab.data.tensor_loader import InMemoryLoader
 
 SPLITS = ("train", "val", "test")
+# Binarization streams: one per source file, so the bits do not depend on the run seed or the split.
+_TRAIN_FILE, _TEST_FILE = 0, 1
 
 
 def check_arg(key: str, value: Any, ok: bool, accepted: str) -> None:
@@ -98,11 +100,10 @@ class ArrayDataModule(L.LightningDataModule, ABC):
         n_val = self._val_count(n)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(Stream.SPLIT, self.seed)))
         val_idx, train_idx = order[:n_val], order[n_val:]
-        if self.binarize == "none":
-            x_fixed, x_test = x_train, x_test
-        else:
+        x_fixed = x_train
+        if self.binarize != "none":
             # One fixed draw per file: static mode trains on it too; dynamic mode keeps it for val (as in IWAE).
-            x_fixed, x_test = binarize_once(x_train, 0), binarize_once(x_test, 1)
+            x_fixed, x_test = binarize_once(x_train, _TRAIN_FILE), binarize_once(x_test, _TEST_FILE)
         x_fit = x_fixed if self.binarize == "static" else x_train
         shape = (-1, *self.data_shape)
         self._splits = {
