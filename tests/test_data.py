@@ -197,17 +197,24 @@ class _Recorder(L.LightningModule):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(()))
         self.seen: list[list[int]] = []
-        self.val_sizes: list[int] = []
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         self.seen.append(batch[0].tolist())
         return (self.weight - 1.0) ** 2
 
-    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        self.val_sizes.append(len(batch[0]))
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class _ValRecorder(_Recorder):
+    """Also records the size of every validation batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.val_sizes: list[int] = []
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        self.val_sizes.append(len(batch[0]))
 
 
 class _Crash(RuntimeError):
@@ -227,18 +234,23 @@ class _CheckpointThenCrash(L.Callback):
             raise _Crash
 
 
+def _trainer(**kwargs: object) -> L.Trainer:
+    """A quiet two-epoch CPU trainer that writes nothing."""
+    options: dict = {
+        "accelerator": "cpu",
+        "max_epochs": 2,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    return L.Trainer(**(options | kwargs))
+
+
 def _fit(
     loader: InMemoryLoader, model: _Recorder, ckpt_path: Path | None = None, callbacks: list | None = None
 ) -> None:
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-    )
+    trainer = _trainer(callbacks=callbacks)
     trainer.fit(model, train_dataloaders=loader, ckpt_path=ckpt_path)
 
 
@@ -311,15 +323,8 @@ def test_mnist_fraction_split_is_seeded_and_raw_files_load(tmp_path: Path) -> No
 
 def test_mnist_datamodule_under_a_trainer(mnist_root: Path) -> None:
     dm = MNISTDataModule(root=mnist_root, batch_size=16, val_size=12, binarize="dynamic", flatten=True)
-    model = _Recorder()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    model = _ValRecorder()
+    trainer = _trainer()
     trainer.fit(model, datamodule=dm)
     assert isinstance(trainer.train_dataloader, InMemoryLoader)
     assert [len(batch) for batch in model.seen] == [16, 16, 6] * 2
