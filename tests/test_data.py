@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import urllib.error
 from collections.abc import Callable
 from pathlib import Path
@@ -121,6 +122,7 @@ def test_loader_permutation_depends_on_seed_and_epoch_only() -> None:
     assert epochs_a == epochs_b
     assert len({tuple(e) for e in epochs_a}) == 3
     assert _epoch(_loader(seed=4)) != epochs_a[0]
+    assert _epoch(_loader(epoch=2)) == epochs_a[2]
     assert _epoch(_loader(shuffle=False)) == list(range(23))
 
 
@@ -427,6 +429,29 @@ def test_mnist_download_failure_says_no_network_and_where(tmp_path: Path, monkey
     assert "no network" in message and str(tmp_path / "mnist") in message
     assert "ossci-datasets.s3.amazonaws.com" in message
     assert not list((tmp_path / "mnist").iterdir())
+
+
+def test_mnist_download_falls_back_to_next_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "served"
+    _write_mnist(source / "mnist")
+    requested: list[str] = []
+
+    def fake_urlopen(url: str, timeout: float) -> io.BytesIO:
+        requested.append(url)
+        if "ossci" in url:
+            raise urllib.error.URLError("mirror down")
+        return io.BytesIO((source / "mnist" / url.rsplit("/", 1)[1]).read_bytes())
+
+    monkeypatch.setattr("urllib.request.urlopen", fake_urlopen)
+    dm = MNISTDataModule(root=tmp_path / "data", download=True, val_size=10)
+    assert len(dm.train_tensors()[0]) == 40
+    assert len(requested) == 8 and sum("storage.googleapis.com" in url for url in requested) == 4
+    assert sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir()) == sorted(
+        p.name for p in (source / "mnist").iterdir()
+    )
+    requested.clear()
+    MNISTDataModule(root=tmp_path / "data", download=True).prepare_data()
+    assert requested == []
 
 
 def test_mnist_does_not_download_unless_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

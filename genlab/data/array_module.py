@@ -186,6 +186,8 @@ class ArrayDataModule(L.LightningDataModule, ABC):
             transform=bernoulli_transform if dynamic else None,
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,
+            # A loader rebuilt mid-fit (reload_dataloaders_every_n_epochs) must not restart the epoch sequence.
+            epoch=trainer.current_epoch if trainer is not None and train else 0,
         )
 
     def describe(self) -> str:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
-import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +25,7 @@ def download_file(urls: Sequence[str], dest: Path, timeout: float = 30.0) -> str
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
                 shutil.copyfileobj(response, out)
-        except (urllib.error.URLError, OSError) as err:
+        except (OSError, http.client.HTTPException) as err:
             errors.append(f"{url}: {err}")
             partial.unlink(missing_ok=True)
             continue

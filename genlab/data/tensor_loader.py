@@ -20,6 +20,7 @@ class InMemoryLoader:
     Each ``__iter__`` serves one epoch and the next one serves the following epoch, except right after
     :meth:`load_state_dict`, when it resumes the saved epoch past the batches already served. Lightning sees
     ``state_dict``/``load_state_dict`` and stores the position in its checkpoints for mid-epoch resumption.
+    ``epoch`` is the epoch the first ``__iter__`` serves.
     """
 
     def __init__(
@@ -32,6 +33,7 @@ class InMemoryLoader:
         transform: BatchTransform | None = None,
         rank: int = 0,
         world_size: int = 1,
+        epoch: int = 0,
     ) -> None:
         if not tensors:
             raise ValueError("InMemoryLoader needs at least one tensor")
@@ -45,6 +47,8 @@ class InMemoryLoader:
             raise ValueError(f"batch_size={batch_size!r} must be a positive int")
         if seed < 0:
             raise ValueError(f"seed={seed!r} must be a non-negative int")
+        if epoch < 0:
+            raise ValueError(f"epoch={epoch!r} must be a non-negative int")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(
                 f"rank={rank!r}, world_size={world_size!r}: need world_size >= 1 and 0 <= rank < world_size"
@@ -61,9 +65,9 @@ class InMemoryLoader:
         self.num_samples = sizes.pop()
         # Like DistributedSampler: every rank gets ceil(N / world_size) indices, padding by wrapping around.
         self.samples_per_rank = math.ceil(self.num_samples / self.world_size)
-        self._epoch = 0
+        self._epoch = int(epoch)
         self._served = 0
-        self._next_epoch = 0
+        self._next_epoch = int(epoch)
         self._resume_pending = False
 
     def __len__(self) -> int:
