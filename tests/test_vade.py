@@ -12,7 +12,13 @@ from sklearn.mixture import GaussianMixture
 
 from genlab.losses.distributions import log_normal, reparameterize
 from genlab.losses.elbo import kl_standard_normal
-from genlab.losses.vade import gmm_log_density, gmm_log_joint, gmm_responsibilities, vade_kl
+from genlab.losses.vade import (
+    gmm_log_density,
+    gmm_log_joint,
+    gmm_log_responsibilities,
+    gmm_responsibilities,
+    vade_kl,
+)
 from genlab.metrics.clustering import ClusteringScores, cluster_accuracy, clustering_scores
 
 
@@ -56,7 +62,7 @@ def test_vade_kl_with_one_standard_component_is_the_vae_kl(seed: int) -> None:
     kl = vade_kl(
         mean,
         log_var,
-        torch.ones(6, 1, dtype=torch.float64),
+        torch.zeros(6, 1, dtype=torch.float64),
         torch.zeros(1, dtype=torch.float64),
         torch.zeros(1, 3, dtype=torch.float64),
         torch.zeros(1, 3, dtype=torch.float64),
@@ -75,21 +81,20 @@ def test_vade_kl_matches_monte_carlo_of_the_joint_log_ratio() -> None:
     per_sample = log_normal(z, mean, log_var).sum(-1) + (
         gamma * (gamma.log() - gmm_log_joint(z, log_w, means, log_vars))
     ).sum(-1)
-    exact = vade_kl(mean, log_var, gamma, log_w, means, log_vars)[0]
+    exact = vade_kl(mean, log_var, gamma.log(), log_w, means, log_vars)[0]
     assert abs(per_sample.mean() - exact) < 4 * per_sample.std() / math.sqrt(z.shape[0])
 
 
-def test_vade_kl_is_finite_when_a_responsibility_underflows_to_zero() -> None:
-    gamma = torch.tensor([[1.0, 0.0]])
-    kl = vade_kl(
-        torch.zeros(1, 2),
-        torch.zeros(1, 2),
-        gamma,
-        torch.log(torch.tensor([0.5, 0.5])),
-        torch.zeros(2, 2),
-        torch.zeros(2, 2),
-    )
+def test_vade_kl_and_its_gradient_are_finite_when_a_responsibility_underflows_to_zero() -> None:
+    z = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    means = torch.tensor([[0.0, 0.0], [300.0, 300.0]], requires_grad=True)  # gamma_2 = exp(-9e4) = 0 in float32
+    log_w, log_vars = torch.log(torch.tensor([0.5, 0.5])), torch.zeros(2, 2)
+    log_gamma = gmm_log_responsibilities(z, log_w, means, log_vars)
+    assert log_gamma.exp()[0, 1].item() == 0.0 and torch.isfinite(log_gamma).all()
+    kl = vade_kl(torch.zeros(1, 2), torch.zeros(1, 2), log_gamma, log_w, means, log_vars)
     assert torch.allclose(kl, torch.tensor([math.log(2.0)]))
+    kl.sum().backward()
+    assert torch.isfinite(z.grad).all() and torch.isfinite(means.grad).all()
 
 
 @settings(max_examples=40, deadline=None)

@@ -26,20 +26,27 @@ def gmm_responsibilities(z: Tensor, log_weights: Tensor, means: Tensor, log_vars
     return torch.softmax(gmm_log_joint(z, log_weights, means, log_vars), dim=-1)
 
 
+def gmm_log_responsibilities(z: Tensor, log_weights: Tensor, means: Tensor, log_vars: Tensor) -> Tensor:
+    """log gamma_c = log p(c|z), finite even where gamma_c underflows to 0: (..., J) -> (..., K)."""
+    return torch.log_softmax(gmm_log_joint(z, log_weights, means, log_vars), dim=-1)
+
+
 def vade_kl(
-    mean: Tensor, log_var: Tensor, gamma: Tensor, log_weights: Tensor, means: Tensor, log_vars: Tensor
+    mean: Tensor, log_var: Tensor, log_gamma: Tensor, log_weights: Tensor, means: Tensor, log_vars: Tensor
 ) -> Tensor:
     """KL(q(z, c|x) || p(z, c)) with q(z, c|x) = N(z; mean, diag exp(log_var)) gamma_c (VaDE eq. 13, the KL part).
 
     = 1/2 sum_c gamma_c sum_j (log s_cj^2 + s~_j^2 / s_cj^2 + (mean_j - mu_cj)^2 / s_cj^2)
       - sum_c gamma_c log(pi_c / gamma_c) - 1/2 sum_j (1 + log s~_j^2).
-    ``mean``/``log_var`` are (..., J), ``gamma`` is (..., K); the log 2pi terms cancel. With K = 1,
+    ``mean``/``log_var`` are (..., J), ``log_gamma`` is (..., K); the log 2pi terms cancel. With K = 1,
     mu = 0 and s = 1 it is the closed-form KL to N(0, I).
     """
+    gamma = log_gamma.exp()
     mean, log_var = mean.unsqueeze(-2), log_var.unsqueeze(-2)  # (..., 1, J) against (K, J)
     per_component = 0.5 * (log_vars + (log_var.exp() + (mean - means).pow(2)) * torch.exp(-log_vars)).sum(-1)
     cross_entropy_z = (gamma * per_component).sum(-1)
-    # gamma * log gamma is 0 where gamma underflows to 0; xlogy keeps it so instead of 0 * -inf = nan.
-    kl_c = (torch.xlogy(gamma, gamma) - gamma * log_weights).sum(-1)
+    # gamma log gamma from a finite log gamma: where gamma underflows the term and its gradient stay 0,
+    # where xlogy(gamma, gamma) would backpropagate 0 * (-inf) = nan through the softmax.
+    kl_c = (gamma * (log_gamma - log_weights)).sum(-1)
     entropy_z = 0.5 * (1.0 + log_var.squeeze(-2)).sum(-1)
     return cross_entropy_z + kl_c - entropy_z

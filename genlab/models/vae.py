@@ -1,0 +1,193 @@
+"""The VAE and its IWAE head: a Gaussian encoder q(z|x), a decoder likelihood p(x|z) chosen by config, p(z) = N(0, I).
+
+``objective=elbo`` trains on the ELBO (averaged over ``k`` samples); ``objective=iwae`` trains on the
+k-sample importance-weighted bound L_k. Every VAE-family model reports, on the test split, log p(x)
+estimated with ``eval_k`` importance samples (as ``test/nll``, nats) and the active units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from genlab.checks import ConfigError, one_of, positive, positive_int
+from genlab.losses.distributions import floor_log_var, log_normal, log_standard_normal, reparameterize
+from genlab.losses.elbo import elbo, kl_standard_normal, kl_warmup_beta
+from genlab.losses.iwae import iwae_bound, log_importance_weights
+from genlab.losses.likelihoods import DecoderLikelihood
+from genlab.metrics.active_units import ActiveUnits
+from genlab.metrics.likelihood import importance_weighted_log_likelihood
+from genlab.models.base import GenerativeModule, OptimizerFactory
+
+NetFactory = Callable[..., nn.Module]
+OBJECTIVES = ("elbo", "iwae")
+KL_ESTIMATORS = ("analytic", "sampled")
+
+
+class VAE(GenerativeModule):
+    """Variational autoencoder (Kingma & Welling) with an optional importance-weighted objective (Burda et al.).
+
+    Shapes: the encoder maps ``data_shape`` to ``(2 * latent_dim,)`` (mean, raw log-variance); the decoder
+    maps ``(latent_dim,)`` to ``(P * C, *rest)`` where P is the likelihood's number of parameter sets.
+    ``kl=analytic`` uses the closed-form KL, ``kl=sampled`` the one-sample log q(z|x) - log p(z); with
+    ``kl=sampled`` and k=1 the ELBO objective is term for term the IWAE objective at k=1.
+    """
+
+    def __init__(
+        self,
+        data_shape: Sequence[int],
+        encoder: NetFactory,
+        decoder: NetFactory,
+        optimizer: OptimizerFactory | None = None,
+        latent_dim: int = 20,
+        likelihood: str = "bernoulli",
+        min_log_var: float = -6.0,
+        fixed_variance: float = 1.0,
+        encoder_min_log_var: float = -12.0,
+        objective: str = "elbo",
+        k: int = 1,
+        kl: str = "analytic",
+        beta: float = 1.0,
+        kl_warmup_steps: int = 0,
+        eval_k: int = 5000,
+        eval_chunk: int = 500,
+        active_threshold: float = 0.01,
+        monitor: str = "val/loss",
+        monitor_mode: str = "min",
+        grad_clip_norm: float | None = None,
+    ) -> None:
+        super().__init__(data_shape, optimizer, monitor, monitor_mode, grad_clip_norm)
+        self.latent_dim = positive_int("model.latent_dim", latent_dim)
+        self.likelihood = DecoderLikelihood(likelihood, min_log_var, fixed_variance)
+        self.encoder_min_log_var = float(encoder_min_log_var)
+        self.objective = one_of("model.objective", objective, OBJECTIVES)
+        self.k = positive_int("model.k", k)
+        self.kl = one_of("model.kl", kl, KL_ESTIMATORS)
+        self.beta = positive("model.beta", beta, allow_zero=True)
+        self.kl_warmup_steps = positive_int("model.kl_warmup_steps", kl_warmup_steps, allow_zero=True)
+        if self.objective == "iwae" and (beta != 1.0 or kl_warmup_steps):
+            raise ConfigError(
+                f"model.beta={beta!r} / model.kl_warmup_steps={kl_warmup_steps!r} are not accepted with "
+                "model.objective=iwae: the importance-weighted bound has no separate KL term to weight; "
+                "expected beta=1.0 and kl_warmup_steps=0"
+            )
+        self.eval_k = positive_int("model.eval_k", eval_k)
+        self.eval_chunk = positive_int("model.eval_chunk", eval_chunk)
+        self.encoder = encoder(in_shape=self.data_shape, out_shape=(2 * latent_dim,))
+        out_channels = self.likelihood.n_params * self.data_shape[0]
+        self.decoder = decoder(in_shape=(latent_dim,), out_shape=(out_channels, *self.data_shape[1:]))
+        self.val_active_units = ActiveUnits(active_threshold)
+        self.test_active_units = ActiveUnits(active_threshold)
+
+    # -- the model's distributions ------------------------------------------------------------
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and (floored) log-variance of q(z|x), each (B, J)."""
+        mean, raw = self.encoder(x).chunk(2, dim=-1)
+        return mean, floor_log_var(raw, self.encoder_min_log_var)
+
+    def decoder_params(self, z: Tensor) -> Tensor:
+        """The decoder's output for codes z of shape (..., J), flattened to (..., P * D)."""
+        lead = z.shape[:-1]
+        return self.decoder(z.reshape(-1, self.latent_dim)).reshape(*lead, -1)
+
+    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
+        """log p(x|z) for x (B, *data_shape) and z (..., B, J): shape (..., B)."""
+        return self.likelihood.log_prob(x.flatten(1), self.decoder_params(z))
+
+    def log_prior(self, z: Tensor) -> Tensor:
+        """log p(z) = sum_j log N(z_j; 0, 1)."""
+        return log_standard_normal(z).sum(-1)
+
+    def analytic_kl(self, z: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
+        """The closed-form KL(q(z|x) || p(z)), (B,); ``z`` is unused here but is the VaDE prior's input."""
+        return kl_standard_normal(mean, log_var)
+
+    def sample_posterior(self, mean: Tensor, log_var: Tensor, k: int) -> Tensor:
+        """k reparameterized draws z = mean + sigma * eps, shape (k, B, J)."""
+        eps = torch.randn((k, *mean.shape), dtype=mean.dtype, device=mean.device)
+        return reparameterize(mean, log_var, eps)
+
+    # -- objectives ---------------------------------------------------------------------------
+    def objective_terms(self, x: Tensor, k: int, beta: float = 1.0) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """Batch means of ``loss`` (the negative training objective), ``elbo``, ``recon`` = E_q log p(x|z), ``kl``
+        (and ``bound`` = L_k for the IWAE objective), with the posterior mean and log-variance."""
+        mean, log_var = self.posterior(x)
+        z = self.sample_posterior(mean, log_var, k)
+        log_px_z = self.log_likelihood(x, z)
+        log_pz = self.log_prior(z)
+        log_qz = log_normal(z, mean, log_var).sum(-1)
+        # errata: the sampled KL is log q - log p (the log of the ratio), not log q / log p
+        kl = log_qz - log_pz if self.kl == "sampled" else self.analytic_kl(z, mean, log_var).expand_as(log_px_z)
+        recon, kl = log_px_z.mean(0), kl.mean(0)
+        terms = {"elbo": elbo(recon, kl).mean(), "recon": recon.mean(), "kl": kl.mean()}
+        if self.objective == "iwae":
+            bound = iwae_bound(log_importance_weights(log_px_z, log_pz, log_qz)).mean()
+            terms |= {"bound": bound, "loss": -bound}
+        else:
+            terms["loss"] = -elbo(recon, kl, beta).mean()
+        return terms, mean, log_var
+
+    def log_marginal_likelihood(self, x: Tensor, k: int | None = None, chunk: int | None = None) -> Tensor:
+        """Importance-weighted estimate of log p(x) per example, (B,), with ``k`` (default ``eval_k``) samples."""
+        with torch.inference_mode():
+            mean, log_var = self.posterior(x)
+
+            def log_weights(n: int) -> Tensor:
+                z = self.sample_posterior(mean, log_var, n)
+                log_qz = log_normal(z, mean, log_var).sum(-1)
+                return log_importance_weights(self.log_likelihood(x, z), self.log_prior(z), log_qz)
+
+            return importance_weighted_log_likelihood(log_weights, k or self.eval_k, chunk or self.eval_chunk)
+
+    # -- Lightning ----------------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, _ = batch
+        beta = kl_warmup_beta(self.global_step, self.kl_warmup_steps, self.beta)
+        terms, _, _ = self.objective_terms(x, self.k, beta)
+        self.optimize(self.optimizers(), terms["loss"])
+        terms["beta"] = torch.tensor(beta)
+        self.log_stage("train", terms, batch_size=x.shape[0], on_step=True, on_epoch=True)
+
+    def evaluate(self, x: Tensor, y: Tensor | None) -> dict[str, Tensor]:
+        return self.objective_terms(x, self.k)[0]
+
+    def observe_latents(self, stage: str, mean: Tensor, y: Tensor) -> None:
+        """Feed the epoch-level latent metrics (active units here) with a batch of posterior means."""
+        metric = self.val_active_units if stage == "val" else self.test_active_units
+        metric.update(mean)
+        self.log(f"{stage}/active_units", metric, on_step=False, on_epoch=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        terms, mean, _ = self.objective_terms(x, self.k)
+        self.log_stage("val", terms, batch_size=x.shape[0], prog_bar=True)
+        self.observe_latents("val", mean, y)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        terms, mean, _ = self.objective_terms(x, self.k)
+        terms["nll"] = -self.log_marginal_likelihood(x).mean()
+        self.log_stage("test", terms, batch_size=x.shape[0])
+        self.observe_latents("test", mean, y)
+
+    # -- capabilities the picture callbacks use -----------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        """E_q[z|x], (B, J)."""
+        return self.posterior(x)[0]
+
+    def decode(self, z: Tensor) -> Tensor:
+        """E[x|z] for codes (N, J), shaped (N, *data_shape)."""
+        return self.likelihood.mean(self.decoder_params(z)).reshape(z.shape[0], *self.data_shape)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    def sample_prior(self, n: int) -> Tensor:
+        """n codes z ~ p(z), (n, J)."""
+        return torch.randn(n, self.latent_dim, device=self.device)
+
+    def sample(self, n: int) -> Tensor:
+        """E[x|z] for z ~ p(z): n generated examples (decoder means, the usual way to show VAE samples)."""
+        return self.decode(self.sample_prior(n))

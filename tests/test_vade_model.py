@@ -1,0 +1,110 @@
+"""The VaDE LightningModule: reduces to the VAE with one standard component, pretrain -> GMM init -> VaDE, cluster metrics."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from sklearn.mixture import GaussianMixture
+
+from genlab.checks import ConfigError
+from genlab.data.digits import DigitsDataModule
+from genlab.models.vade import VaDE
+from genlab.models.vae import VAE
+from genlab.nets.mlp import MLP
+
+SHAPE = (1, 8, 8)
+
+
+def build(cls, seed: int = 0, **kwargs):
+    torch.manual_seed(seed)
+    net = functools.partial(MLP, hidden=(32,), activation="relu")
+    optimizer = functools.partial(torch.optim.Adam, lr=3e-3)
+    return cls(SHAPE, encoder=net, decoder=net, optimizer=optimizer, latent_dim=2, **kwargs)
+
+
+def trainer(tmp_path, epochs: int) -> L.Trainer:
+    return L.Trainer(
+        max_epochs=epochs,
+        limit_train_batches=5,
+        limit_val_batches=2,
+        limit_test_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+
+
+def test_one_standard_component_gives_the_vae_objective_and_likelihood() -> None:
+    vade = build(VaDE, n_clusters=1)
+    with torch.no_grad():
+        vade.cluster_means.zero_()
+    vae = build(VAE)
+    vae.load_state_dict({k: v for k, v in vade.state_dict().items() if k.startswith(("encoder", "decoder"))})
+    x = torch.rand(5, *SHAPE, generator=torch.Generator().manual_seed(1))
+    for kl in ("analytic", "sampled"):
+        vade.kl = vae.kl = kl
+        torch.manual_seed(7)
+        vade_terms = vade.objective_terms(x, 4)[0]
+        torch.manual_seed(7)
+        vae_terms = vae.objective_terms(x, 4)[0]
+        for key in ("loss", "elbo", "recon", "kl"):
+            assert torch.allclose(vade_terms[key], vae_terms[key], atol=1e-5), (kl, key)
+    torch.manual_seed(8)
+    vade_nll = vade.log_marginal_likelihood(x, 30, 7)
+    torch.manual_seed(8)
+    assert torch.allclose(vade_nll, vae.log_marginal_likelihood(x, 30, 7), atol=1e-5)
+
+
+def test_fit_prior_copies_the_sklearn_mixture() -> None:
+    model = build(VaDE, n_clusters=3)
+    rng = np.random.default_rng(0)
+    means = torch.tensor(np.concatenate([rng.normal(c, 0.3, (50, 2)) for c in (-2, 0, 3)]), dtype=torch.float32)
+    gmm = model.fit_prior(means, seed=0)
+    log_pi, mu, log_var = model.prior_params()
+    np.testing.assert_allclose(log_pi.exp().detach().numpy(), gmm.weights_, rtol=1e-5)
+    np.testing.assert_allclose(mu.detach().numpy(), gmm.means_, rtol=1e-5)
+    np.testing.assert_allclose(log_var.exp().detach().numpy(), gmm.covariances_, rtol=1e-4)
+    reference = GaussianMixture(3, covariance_type="diag", random_state=0).fit(means.double().numpy())
+    np.testing.assert_allclose(np.sort(gmm.means_[:, 0]), np.sort(reference.means_[:, 0]), rtol=1e-6)
+    assert bool(model.prior_fitted)
+
+
+def test_pretraining_leaves_the_prior_alone_then_the_mixture_is_fitted_and_clusters_are_scored(tmp_path) -> None:
+    dm = DigitsDataModule(batch_size=64)
+    model = build(VaDE, n_clusters=4, pretrain_epochs=1, eval_k=20, eval_chunk=8)
+    prior_before = [p.detach().clone() for p in model.prior_params()]
+    trainer(tmp_path, 1).fit(model, datamodule=dm)
+    assert not bool(model.prior_fitted)
+    for before, after in zip(prior_before, model.prior_params(), strict=True):
+        assert torch.equal(before, after)
+    assert "train/pretrain_loss" in trainer_metrics(model)
+
+    fit = trainer(tmp_path, 2)
+    fit.fit(model, datamodule=dm)
+    assert bool(model.prior_fitted)
+    assert {"val/acc", "val/nmi", "val/ari", "val/elbo", "val/active_units"} <= set(fit.callback_metrics)
+    (test,) = fit.test(model, datamodule=dm, verbose=False)
+    for key in ("test/acc", "test/nmi", "test/ari", "test/nll", "test/elbo", "test/kl", "test/recon"):
+        assert math.isfinite(test[key]), key
+    assert 0.1 <= test["test/acc"] <= 1.0
+    assert model.cluster(torch.rand(3, *SHAPE)).shape == (3,)
+    assert model.sample_cluster(2, 5).shape == (5, *SHAPE) and model.sample(6).shape == (6, *SHAPE)
+
+
+def trainer_metrics(model: VaDE) -> set[str]:
+    return set(model.trainer.callback_metrics)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"), [({"n_clusters": 0}, "model.n_clusters"), ({"pretrain_epochs": -1}, "model.pretrain_epochs")]
+)
+def test_bad_settings_fail_in_the_constructor(kwargs: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        build(VaDE, **kwargs)
