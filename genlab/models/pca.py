@@ -1,0 +1,91 @@
+"""PCA as a model with the autoencoders' interface, fitted in closed form by an SVD of the training set."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from genlab.checks import ConfigError, positive_int
+from genlab.losses.reconstruction import squared_error
+from genlab.models.base import GenerativeModule
+
+
+def fit_pca(x: Tensor, n_components: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Top principal directions of the rows of ``x``: (mean (D,), components (m, D), explained variance (m,)).
+
+    The components are the right singular vectors of the centred data; the explained variance of
+    component i is s_i^2 / (N - 1), as in scikit-learn. Computed in float64 for a 1e-5 match.
+    """
+    x64 = x.reshape(x.shape[0], -1).double()
+    mean = x64.mean(0)
+    _, s, vh = torch.linalg.svd(x64 - mean, full_matrices=False)
+    # Fix the sign of each component (largest |loading| positive) so fits are reproducible.
+    signs = torch.sign(vh[torch.arange(vh.shape[0]), vh.abs().argmax(1)])
+    vh = vh * signs[:, None]
+    return mean, vh[:n_components], (s[:n_components] ** 2) / (x64.shape[0] - 1)
+
+
+class PCA(GenerativeModule):
+    """Linear encoder e(x) = V (x - mean), decoder d(z) = V^T z + mean, V the top-m principal directions."""
+
+    def __init__(
+        self,
+        data_shape: Sequence[int],
+        latent_dim: int = 2,
+        monitor: str = "val/loss",
+        monitor_mode: str = "min",
+    ) -> None:
+        super().__init__(data_shape, optimizer=None, monitor=monitor, monitor_mode=monitor_mode)
+        self.latent_dim = positive_int("latent_dim", latent_dim)
+        if latent_dim > self.data_dim:
+            raise ConfigError(
+                f"latent_dim={latent_dim} is not accepted: expected at most the data dimension {self.data_dim}"
+            )
+        self.register_buffer("mean", torch.zeros(self.data_dim, dtype=torch.float64))
+        self.register_buffer("components", torch.zeros(latent_dim, self.data_dim, dtype=torch.float64))
+        self.register_buffer("explained_variance", torch.zeros(latent_dim, dtype=torch.float64))
+        self.register_buffer("total_variance", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    def fit(self, x: Tensor) -> "PCA":
+        """Fit the principal directions of the training examples ``x`` (N, *data_shape) in closed form."""
+        mean, components, explained = fit_pca(x.to(self.mean.device), self.latent_dim)
+        self.mean.copy_(mean)
+        self.components.copy_(components)
+        self.explained_variance.copy_(explained)
+        self.total_variance.copy_(x.reshape(x.shape[0], -1).double().var(0, unbiased=True).sum())
+        self.fitted.fill_(True)
+        return self
+
+    @property
+    def explained_variance_ratio(self) -> Tensor:
+        return self.explained_variance / self.total_variance
+
+    def encode(self, x: Tensor) -> Tensor:
+        return ((x.flatten(1).double() - self.mean) @ self.components.T).to(x.dtype)
+
+    def decode(self, z: Tensor) -> Tensor:
+        x = z.double() @ self.components + self.mean
+        return x.to(z.dtype).view(z.shape[0], *self.data_shape)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    # The closed-form fit replaces gradient steps: fit once at the start, run one pass, stop.
+    def on_train_start(self) -> None:
+        if not bool(self.fitted):
+            x, _ = self.trainer.datamodule.train_tensors()
+            self.fit(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, _ = batch
+        self.log_stage("train", {"loss": squared_error(x, self.reconstruct(x)).mean()}, batch_size=x.shape[0])
+
+    def on_train_epoch_end(self) -> None:
+        self.trainer.should_stop = True
+
+    def evaluate(self, x: Tensor, y: Tensor | None) -> dict[str, Tensor]:
+        recon = squared_error(x, self.reconstruct(x)).mean()
+        return {"loss": recon, "recon": recon, "explained_variance": self.explained_variance_ratio.sum().float()}

@@ -1,0 +1,125 @@
+"""The experiment: config -> data, model, loggers, callbacks, trainer -> fit -> test -> metrics.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from omegaconf import DictConfig
+
+from genlab.checks import ConfigError
+from genlab.config import instantiate_checked, validate_config
+from genlab.data.idx import DataFileError
+from genlab.models.base import NonFiniteError
+
+log = logging.getLogger("genlab")
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+# Errors a user can fix from the message alone: shown without a traceback (HYDRA_FULL_ERROR=1 shows it).
+USER_ERRORS = (ConfigError, DataFileError, NonFiniteError, FileNotFoundError)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """``null`` -> None; ``last`` -> this run folder's checkpoints/last.ckpt; a path must exist."""
+    if ckpt_path is None:
+        return None
+    path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r}: no checkpoint at {path}. Pass an existing .ckpt file, or "
+            f"ckpt_path=last with hydra.run.dir set to the folder of the run to resume."
+        )
+    return str(path)
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Tensors and numbers of a Lightning metrics dict as plain floats."""
+    out = {}
+    for name, value in metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            out[name] = float(value.item())
+        elif isinstance(value, (int, float)):
+            out[name] = float(value)
+    return out
+
+
+def choice(group: str) -> str | None:
+    """The option chosen for a config group in this Hydra run (e.g. ``vae`` for ``model``)."""
+    return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """The best checkpoint's path; written now for closed-form fits (PCA), which ModelCheckpoint skips."""
+    callback = trainer.checkpoint_callback
+    if not isinstance(callback, ModelCheckpoint) or trainer.fast_dev_run:
+        return None
+    if callback.best_model_path:
+        return callback.best_model_path
+    if trainer.global_step == 0 and callback.dirpath:
+        # ModelCheckpoint saves only after an optimizer step; a closed-form fit takes none.
+        path = str(Path(callback.dirpath) / f"{callback.filename or 'best'}{callback.FILE_EXTENSION}")
+        trainer.save_checkpoint(path)
+        return path
+    return None
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one experiment; return the metrics also written to ``<output_dir>/metrics.json``."""
+    resolved = validate_config(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate_checked(cfg.data, "data")
+    model = instantiate_checked(cfg.model, "model", data_shape=datamodule.data_shape)
+    model.run_config = resolved
+    callbacks = [instantiate_checked(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items()]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback when bars are off
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    loggers = [instantiate_checked(node, f"logger.{name}") for name, node in (cfg.get("logger") or {}).items()]
+    trainer: L.Trainer = instantiate_checked(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(resolved)
+
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    log.info("data: %s | model: %s | output: %s", choice("data") or type(datamodule).__name__,
+             choice("model") or type(model).__name__, output_dir)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics: dict[str, Any] = {"model": choice("model"), "data": choice("data"), "seed": cfg.seed}
+    metrics.update(scalar_metrics(trainer.callback_metrics))
+
+    best = best_checkpoint(trainer)
+    if cfg.get("test", True):
+        trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        metrics.update({k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")})
+
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        print(f"genlab: run folder {output_dir}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    """The Hydra task: train, then return ``optimized_metric`` for sweepers."""
+    try:
+        metrics = train(cfg)
+    except USER_ERRORS as err:
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or multirun:
+            raise  # in a sweep the launcher records the failed job and the finished ones stay
+        print(f"genlab: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    value = metrics.get(cfg.get("optimized_metric"))
+    return None if value is None or math.isnan(value) else float(value)

@@ -1,0 +1,92 @@
+"""End to end through `python -m genlab`: the run-folder contract, every model x dataset, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import TINY, read_metrics, run_cli
+
+DATASETS = ["digits", "mnist", "fashion_mnist", "ring8", "grid25", "moons", "swissroll"]
+
+
+def run_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def assert_run_folder(run_dir: Path, model: str, data: str) -> dict:
+    """The contract later tools rely on: .hydra/, checkpoints (last + best), metrics.json."""
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    metrics = read_metrics(run_dir)
+    assert metrics["model"] == model and metrics["data"] == data and metrics["seed"] == 0
+    assert all(isinstance(v, float) for k, v in metrics.items() if "/" in k)
+    return metrics
+
+
+@pytest.mark.parametrize("model", ["pca", "ae"])
+def test_every_dataset_in_one_multirun(model, tmp_path, data_root):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", f"model={model}", f"data={','.join(DATASETS)}", *TINY, f"hydra.sweep.dir={sweep}",
+                   env={"GENLAB_DATA_DIR": str(data_root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dirs = run_dirs(sweep)
+    assert len(dirs) == len(DATASETS)
+    for run_dir, data in zip(dirs, DATASETS):
+        metrics = assert_run_folder(run_dir, model, data)
+        assert metrics["val/loss"] >= 0 and metrics["test/recon"] >= 0
+
+
+def test_default_run_writes_images_and_prints_its_folder(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli("trainer.max_epochs=1", "trainer.limit_train_batches=2", "logger=wandb",
+                   "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"genlab: run folder {run_dir}" in proc.stdout
+    assert_run_folder(run_dir, "ae", "digits")
+    pngs = {p.name for p in (run_dir / "images").glob("*.png")}
+    assert {"reconstructions_epoch000.png", "latent_epoch000.png"} <= pngs
+    assert list((run_dir / "wandb").glob("offline-run-*")), "W&B must run offline without an account"
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert config["model"]["_target_"] == "genlab.models.autoencoder.Autoencoder"
+
+
+def test_same_seed_same_numbers(tmp_path):
+    results = []
+    for name in ("a", "b"):
+        proc = run_cli("model=ae", *TINY, "trainer.deterministic=true", f"hydra.run.dir={tmp_path / name}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results.append(json.loads((tmp_path / name / "metrics.json").read_text()))
+    assert results[0] == results[1]
+
+
+BAD_INPUTS = [
+    # (overrides, words the message must contain)
+    (["model=vea"], ["model", "vea", "ae"]),
+    (["model.latnt_dim=3"], ["latnt_dim"]),
+    (["+model.latnt_dim=3"], ["model.latnt_dim", "model.latent_dim"]),
+    (["model.latent_dim=abc"], ["model.latent_dim", "'abc'", "int"]),
+    (["model.latent_dim=0"], ["model.latent_dim=0", "> 0"]),
+    (["model.latent_dim=-3"], ["model.latent_dim=-3"]),
+    (["data.batch_size=0"], ["batch_size=0"]),
+    (["model.optimizer.lr=-0.1"], ["model.optimizer.lr=-0.1", "> 0"]),
+    (["model.optimizer.lr=0"], ["model.optimizer.lr=0"]),
+    (["data=mnist", "paths.data_dir=/nonexistent/genlab-data"], ["/nonexistent/genlab-data", "GENLAB_DATA_DIR"]),
+    (["model.reconstruction=l1"], ["model.reconstruction='l1'", "mse", "bce"]),
+]
+
+
+@pytest.mark.parametrize(("overrides", "words"), BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
+def test_bad_input_fails_early_with_a_message_naming_the_key(overrides, words, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(*overrides, "logger=csv", f"hydra.run.dir={run_dir}")
+    assert proc.returncode != 0
+    message = proc.stderr + proc.stdout
+    for word in words:
+        assert word in message, message[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not (run_dir / "checkpoints").exists(), "it must fail before training starts"
