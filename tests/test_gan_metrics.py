@@ -125,7 +125,7 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture(scope="module")
 def trained(digits: tuple[torch.Tensor, torch.Tensor]) -> tuple[FeatureClassifier, float]:
     x, y = digits
-    return train_classifier(x, y, num_classes=10, epochs=8, batch_size=64, lr=3e-3, max_samples=None, seed=0)
+    return train_classifier(x, y, num_classes=10, steps=300, batch_size=64, lr=3e-3, max_samples=None, seed=0)
 
 
 def test_classifier_learns_digits_and_round_trips(trained: tuple[FeatureClassifier, float], tmp_path) -> None:

@@ -21,7 +21,7 @@ class ActiveUnits(Metric):
 
     def __init__(self, threshold: float = 0.01, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.threshold = positive("model.active_threshold", threshold)
+        self.threshold = positive("active_threshold", threshold)
         self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor([], dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total_sq", default=torch.tensor([], dtype=torch.float64), dist_reduce_fx="sum")

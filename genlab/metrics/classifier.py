@@ -1,14 +1,13 @@
 """A small conv classifier trained on the run's own dataset: the feature space of the image sample metrics.
 
 Inception weights cannot be downloaded here, so Fréchet distance, precision/recall and the class histogram
-of generated images are measured in the penultimate layer of this net, trained for a few epochs on the
+of generated images are measured in the penultimate layer of this net, trained for a few hundred steps on the
 datamodule's training tensors and saved with the run (``feature_classifier.pt``) so that numbers from
 different runs that share the file are comparable.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,18 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.checks import ConfigError, fraction, positive, positive_int
-
-
-def image_shape(shape: Sequence[int]) -> tuple[int, int, int]:
-    """``shape`` as (C, H, W): image shapes pass through, a flat square length n*n becomes (1, n, n)."""
-    shape = tuple(int(s) for s in shape)
-    if len(shape) == 3:
-        return shape  # type: ignore[return-value]
-    if len(shape) == 1 and math.isqrt(shape[0]) ** 2 == shape[0] and shape[0] >= 16:
-        side = math.isqrt(shape[0])
-        return (1, side, side)
-    raise ConfigError(f"data_shape={shape!r} is not accepted by the feature classifier: expected (C, H, W) or (n*n,)")
+from genlab.checks import fraction, positive, positive_int
+from genlab.nets.conv import as_image_shape
 
 
 class FeatureClassifier(nn.Module):
@@ -46,7 +35,7 @@ class FeatureClassifier(nn.Module):
     ) -> None:
         super().__init__()
         self.in_shape = tuple(int(s) for s in in_shape)
-        self.image_shape = image_shape(self.in_shape)
+        self.image_shape = as_image_shape("data_shape", self.in_shape)
         self.num_classes = positive_int("num_classes", num_classes)
         self.num_features = positive_int("num_features", num_features)
         self.channels = tuple(int(c) for c in channels)
@@ -81,7 +70,7 @@ def train_classifier(
     x: Tensor,
     y: Tensor,
     num_classes: int,
-    epochs: int = 2,
+    steps: int = 600,
     batch_size: int = 128,
     lr: float = 1e-3,
     max_samples: int | None = 20000,
@@ -90,10 +79,11 @@ def train_classifier(
 ) -> tuple[FeatureClassifier, float]:
     """Fit a :class:`FeatureClassifier` with Adam on cross-entropy; returns it (eval mode) and its held-out accuracy.
 
-    Uses at most ``max_samples`` training examples (a seeded subset) and keeps ``holdout`` of them for accuracy.
+    ``steps`` minibatch updates (shuffled epochs, the last one cut short), so the cost does not grow with the
+    dataset. Uses at most ``max_samples`` examples (a seeded subset) and keeps ``holdout`` of them for accuracy.
     Runs on the device of ``x``; its own generator keeps the global RNG streams untouched.
     """
-    positive_int("epochs", epochs)
+    positive_int("steps", steps)
     positive_int("batch_size", batch_size)
     positive("lr", lr)
     fraction("holdout", holdout)
@@ -108,7 +98,8 @@ def train_classifier(
         net = FeatureClassifier(x.shape[1:], num_classes).to(x.device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     net.train()
-    for _ in range(epochs):
+    done = 0
+    while done < steps:
         perm = fit[torch.randperm(len(fit), generator=g).to(x.device)]
         for start in range(0, len(perm), batch_size):
             idx = perm[start : start + batch_size]
@@ -116,6 +107,9 @@ def train_classifier(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            done += 1
+            if done == steps:
+                break
     net.eval()
     with torch.no_grad():
         correct = sum(

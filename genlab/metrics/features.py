@@ -3,6 +3,8 @@ and the histogram of predicted classes (how many classes a generator produces, a
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
@@ -74,8 +76,8 @@ class KNNPrecisionRecall(Metric):
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, feature: nn.Module, k: int = 3, reset_real_features: bool = False) -> None:
-        super().__init__()
+    def __init__(self, feature: nn.Module, k: int = 3, reset_real_features: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.feature = feature
         self.k = positive_int("k", k)
         self.reset_real_features = reset_real_features
@@ -118,8 +120,8 @@ class ClassHistogram(Metric):
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, classifier: FeatureClassifier, min_share: float | None = None) -> None:
-        super().__init__()
+    def __init__(self, classifier: FeatureClassifier, min_share: float | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.classifier = classifier.eval().requires_grad_(False)
         k = classifier.num_classes
         self.min_share = fraction("min_class_share", 1 / (5 * k) if min_share is None else min_share, open_high=False)
@@ -137,15 +139,19 @@ class ClassHistogram(Metric):
 class ClassifierSampleMetrics:
     """Fréchet distance, precision/recall and class histogram of generated images, all in one classifier's space.
 
+    Keyword arguments (e.g. ``sync_on_compute=False``) go to every torchmetrics ``Metric`` inside.
+
     ``update_real`` once with held-out data (kept across resets), ``update_fake`` with samples every
     evaluation, then ``compute()`` -> ``{"fd", "precision", "recall", "classes", "class_entropy"}`` and ``reset()``.
     """
 
-    def __init__(self, classifier: FeatureClassifier, k: int = 3, min_class_share: float | None = None) -> None:
+    def __init__(
+        self, classifier: FeatureClassifier, k: int = 3, min_class_share: float | None = None, **kwargs: Any
+    ) -> None:
         features = FrozenFeatures(classifier)
-        self.fd = FrechetInceptionDistance(feature=features, normalize=True, reset_real_features=False)
-        self.pr = KNNPrecisionRecall(features, k=k, reset_real_features=False)
-        self.classes = ClassHistogram(classifier, min_share=min_class_share)
+        self.fd = FrechetInceptionDistance(feature=features, normalize=True, reset_real_features=False, **kwargs)
+        self.pr = KNNPrecisionRecall(features, k=k, reset_real_features=False, **kwargs)
+        self.classes = ClassHistogram(classifier, min_share=min_class_share, **kwargs)
         self.has_real = False
 
     def metrics(self) -> tuple[Metric, ...]:

@@ -17,8 +17,8 @@ def importance_weighted_log_likelihood(log_weights: Callable[[int], Tensor], k: 
     ``log_weights(n)`` must return fresh log-weights of shape (n, B). The chunks' log-sum-exps are merged
     with logaddexp, so the result equals the one-shot log-mean-exp over all k samples.
     """
-    positive_int("model.eval_k", k)
-    positive_int("model.eval_chunk", chunk)
+    positive_int("k", k)
+    positive_int("chunk", chunk)
     total: Tensor | None = None
     with torch.inference_mode():
         for start in range(0, k, chunk):

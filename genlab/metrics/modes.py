@@ -12,6 +12,7 @@ KL(histogram || uniform) (PacGAN's "reverse KL").
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -54,8 +55,10 @@ class ModeCoverage(Metric):
     full_state_update = False
     higher_is_better = None
 
-    def __init__(self, centers: Tensor, std: float, n_std: float = 3.0, min_count: int = 1) -> None:
-        super().__init__()
+    def __init__(
+        self, centers: Tensor, std: float, n_std: float = 3.0, min_count: int = 1, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
         centers = torch.as_tensor(centers, dtype=torch.float32)
         if centers.dim() != 2 or centers.shape[0] < 1:
             raise ValueError(f"centers must be a (K, D) tensor with K >= 1, got shape {tuple(centers.shape)}")

@@ -1,0 +1,284 @@
+"""The GAN of §7.2: a generator G(z) and a discriminator D(x) trained alternately with two optimizers.
+
+Per training batch of m real samples (Lightning manual optimization, so mixed precision and DDP work):
+``n_critic`` discriminator steps, each on the same real batch against m fresh generated samples (so an epoch
+is one pass of generator steps over the data), then one generator step on m fresh samples. Each step toggles
+its optimizer (only that net's parameters get gradients) and goes through the base's guarded ``optimize``.
+The objective comes from the ``loss`` config group (:mod:`genlab.losses.gan_losses`).
+
+Evaluation: samples from fixed noise (``eval_samples``, 2,500 as in the VEEGAN/PacGAN protocol) are scored
+at every validation and test epoch: ``modes``/``hq``/``mode_kl`` on Gaussian-mixture toys (data modules with
+``centers``), ``fd``/``precision``/``recall``/``classes``/``class_entropy`` on labelled images, in the features
+of a classifier trained on the run's training data (:mod:`genlab.metrics.classifier`). ``<stage>/loss`` is the
+headline sample metric, lower is better: ``mode_kl`` on mixtures, ``fd`` on images; on other data (moons,
+swiss roll, or with ``sample_metrics: false``) it is the held-out discriminator loss.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from genlab.checks import ConfigError, fraction, one_of, positive, positive_int
+from genlab.losses.gan_losses import GANLoss
+from genlab.metrics.classifier import FeatureClassifier, load_classifier, save_classifier, train_classifier
+from genlab.metrics.features import ClassifierSampleMetrics
+from genlab.metrics.modes import ModeCoverage
+from genlab.models.base import GenerativeModule, OptimizerFactory
+from genlab.nets.conv import as_image_shape
+
+log = logging.getLogger("genlab")
+
+NetFactory = Callable[..., nn.Module]
+GENERATOR_OUTPUTS = ("identity", "sigmoid")
+# Noise for evaluation samples comes from its own seeded stream: every epoch is scored on the same z, and
+# scoring never moves the training RNG.
+EVAL_NOISE_SEED = 2500
+
+
+class GAN(GenerativeModule):
+    """Generator and discriminator nets from config, a GAN loss object, two optimizers, optional generator EMA."""
+
+    def __init__(
+        self,
+        data_shape: Sequence[int],
+        generator: NetFactory,
+        discriminator: NetFactory,
+        loss: GANLoss,
+        optimizer_g: OptimizerFactory,
+        optimizer_d: OptimizerFactory,
+        latent_dim: int = 64,
+        n_critic: int = 1,
+        generator_output: str = "identity",
+        ema_decay: float | None = None,
+        sample_metrics: bool = True,
+        eval_samples: int = 2500,
+        mode_n_std: float = 3.0,
+        mode_min_count: int = 1,
+        feature_classifier_path: str | None = None,
+        feature_classifier_steps: int = 600,
+        feature_classifier_max_samples: int | None = 20000,
+        pr_k: int = 3,
+        min_class_share: float | None = None,
+        monitor: str = "val/loss",
+        monitor_mode: str = "min",
+        grad_clip_norm: float | None = None,
+    ) -> None:
+        super().__init__(data_shape, None, monitor, monitor_mode, grad_clip_norm)
+        if not isinstance(loss, GANLoss):
+            raise ConfigError(
+                f"loss={loss!r} is not accepted: expected a genlab.losses.gan_losses.GANLoss "
+                f"(choose one with loss=minimax|nonsaturating|wgan_gp|hinge|lsgan)"
+            )
+        self.loss = loss
+        self.latent_dim = positive_int("latent_dim", latent_dim)
+        self.n_critic = positive_int("n_critic", n_critic)
+        self.generator_output = one_of("generator_output", generator_output, GENERATOR_OUTPUTS)
+        self.ema_decay = None if ema_decay is None else fraction("ema_decay", ema_decay)
+        self.sample_metrics = bool(sample_metrics)
+        self.eval_samples = positive_int("eval_samples", eval_samples)
+        self.mode_n_std = float(positive("mode_n_std", mode_n_std))
+        self.mode_min_count = positive_int("mode_min_count", mode_min_count)
+        self.feature_classifier_path = feature_classifier_path
+        self.feature_classifier_steps = positive_int("feature_classifier_steps", feature_classifier_steps)
+        if feature_classifier_max_samples is not None:
+            positive_int("feature_classifier_max_samples", feature_classifier_max_samples)
+        self.feature_classifier_max_samples = feature_classifier_max_samples
+        self.pr_k = positive_int("pr_k", pr_k)
+        if min_class_share is not None:
+            fraction("min_class_share", min_class_share, open_high=False)
+        self.min_class_share = min_class_share
+        self.optimizer_g_factory = optimizer_g
+        self.optimizer_d_factory = optimizer_d
+
+        self.generator = generator(in_shape=(self.latent_dim,), out_shape=self.data_shape)
+        self.discriminator = discriminator(in_shape=self.data_shape, out_shape=(1,))
+        self.generator_ema: AveragedModel | None = None
+        if self.ema_decay is not None:
+            self.generator_ema = AveragedModel(
+                self.generator, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True
+            )
+            self.generator_ema.requires_grad_(False)
+        # Per-stage metric objects live outside the module tree: they hold a frozen classifier that must not
+        # enter the checkpoint, the parameter list or the optimizers.
+        self._metrics: dict[str, ModeCoverage | ClassifierSampleMetrics] = {}
+        self.headline: str | None = None
+        self.classifier_accuracy: float | None = None
+
+    # -- generation ---------------------------------------------------------------------------------
+    def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """z ~ N(0, I) of shape (n, latent_dim) on the module's device."""
+        z = torch.randn(n, self.latent_dim, generator=generator)
+        return z.to(self.device)
+
+    def _squash(self, out: Tensor) -> Tensor:
+        return out.sigmoid() if self.generator_output == "sigmoid" else out
+
+    def generate(self, z: Tensor) -> Tensor:
+        """G(z) from the net used for samples: the EMA generator when ``ema_decay`` is set, else the trained one."""
+        net = self.generator_ema.module if self.generator_ema is not None else self.generator
+        return self._squash(net(z))
+
+    def sample(self, n: int) -> Tensor:
+        """``n`` generated samples of shape (n, *data_shape)."""
+        return self.generate(self.noise(n))
+
+    # -- optimization -------------------------------------------------------------------------------
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """[discriminator optimizer, generator optimizer], each with its own lr and betas from config."""
+        return [
+            self.optimizer_d_factory(self.discriminator.parameters()),
+            self.optimizer_g_factory(self.generator.parameters()),
+        ]
+
+    def discriminator_objective(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
+        """The loss's discriminator terms on a real and a (detached) generated batch; ``d_loss`` is minimised."""
+        real_out, fake_out = self.discriminator(real), self.discriminator(fake)
+        d_loss = self.loss.discriminator_loss(real_out, fake_out)
+        terms = {"d_real": real_out.detach().mean(), "d_fake": fake_out.detach().mean()}
+        penalty = self.loss.penalty(self.discriminator, real, fake) if torch.is_grad_enabled() else None
+        if penalty is not None:
+            terms["penalty"] = penalty.detach()
+            d_loss = d_loss + penalty
+        terms["d_loss"] = d_loss
+        return terms
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, _ = batch
+        m = x.shape[0]
+        opt_d, opt_g = self.optimizers()
+        for _ in range(self.n_critic):
+            with self.toggled_optimizer(opt_d):
+                with torch.no_grad():
+                    fake = self._squash(self.generator(self.noise(m)))
+                d_terms = self.discriminator_objective(x, fake)
+                self.optimize(opt_d, d_terms["d_loss"], "train/d_loss")
+        with self.toggled_optimizer(opt_g):
+            g_loss = self.loss.generator_loss(self.discriminator(self._squash(self.generator(self.noise(m)))))
+            self.optimize(opt_g, g_loss, "train/g_loss")
+        if self.generator_ema is not None:
+            self.generator_ema.update_parameters(self.generator)
+        logged = {k: v.detach() for k, v in d_terms.items()} | {"g_loss": g_loss.detach()}
+        self.log_stage("train", logged, batch_size=m, on_step=True, on_epoch=True, prog_bar=True)
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    def evaluate(self, x: Tensor, y: Tensor | None) -> dict[str, Tensor]:
+        """Held-out discriminator and generator losses (no penalty), and ``loss`` when no sample metric applies."""
+        fake = self.sample(x.shape[0])
+        terms = self.discriminator_objective(x, fake)
+        out = {
+            "d_loss": terms["d_loss"],
+            "g_loss": self.loss.generator_loss(self.discriminator(fake)),
+            "d_real": terms["d_real"],
+            "d_fake": terms["d_fake"],
+        }
+        if self.headline is None:
+            out["loss"] = terms["d_loss"]
+        return out
+
+    def setup(self, stage: str) -> None:
+        """Build the sample metrics the data allows: mode coverage for mixtures, classifier metrics for images.
+
+        Every process scores the same samples (same weights, same evaluation noise), so the metrics are not
+        synchronised across processes: each rank holds the whole evaluation and logs the same values.
+        """
+        if not self.sample_metrics or self._metrics or self._trainer is None:
+            return
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None:
+            return
+        centers = getattr(dm, "centers", None)
+        if centers is not None:
+            for s in ("val", "test"):
+                self._metrics[s] = ModeCoverage(
+                    centers, dm.std, self.mode_n_std, self.mode_min_count, sync_on_compute=False
+                )
+            self.headline = "mode_kl"
+        elif self._is_image_data(dm):
+            classifier = self._feature_classifier(dm)
+            for s in ("val", "test"):
+                self._metrics[s] = ClassifierSampleMetrics(
+                    classifier, k=self.pr_k, min_class_share=self.min_class_share, sync_on_compute=False
+                )
+            self.headline = "fd"
+
+    def _is_image_data(self, dm: Any) -> bool:
+        try:
+            _, h, w = as_image_shape("data_shape", self.data_shape)
+        except ConfigError:
+            return False
+        return min(h, w) >= 4 and int(getattr(dm, "num_classes", 0) or 0) > 1
+
+    def _feature_classifier(self, dm: Any) -> FeatureClassifier:
+        """Load ``feature_classifier_path`` if it exists, else train on the training split and save it there."""
+        default = Path(self.trainer.default_root_dir) / "feature_classifier.pt"
+        path = Path(self.feature_classifier_path) if self.feature_classifier_path else default
+        if path.is_file():
+            classifier, acc = load_classifier(path)
+            if classifier.in_shape != self.data_shape or classifier.num_classes != dm.num_classes:
+                raise ConfigError(
+                    f"feature_classifier_path={str(path)!r} holds a classifier for shape {classifier.in_shape} "
+                    f"with {classifier.num_classes} classes; this data is {self.data_shape} with {dm.num_classes}"
+                )
+            log.info("feature classifier: loaded %s (held-out accuracy %.4f)", path, acc)
+        else:
+            x, y = dm.train_tensors()
+            device = self.trainer.strategy.root_device
+            classifier, acc = train_classifier(
+                x.to(device),
+                y.to(device),
+                dm.num_classes,
+                steps=self.feature_classifier_steps,
+                max_samples=self.feature_classifier_max_samples,
+                seed=0,
+            )
+            if self.trainer.is_global_zero:
+                save_classifier(classifier, path, acc)
+            log.info("feature classifier: trained, held-out accuracy %.4f, saved to %s", acc, path)
+        self.classifier_accuracy = acc
+        return classifier
+
+    def _real_images(self, stage: str) -> Tensor:
+        dm = self.trainer.datamodule
+        split = "test" if stage == "test" else "val"
+        x = dm.split_tensors(split)[0] if hasattr(dm, "split_tensors") else dm.train_tensors()[0]
+        return x[: self.eval_samples]
+
+    @torch.no_grad()
+    def score_samples(self, stage: str) -> dict[str, Tensor]:
+        """The sample metrics of ``eval_samples`` generated from the fixed evaluation noise."""
+        metric = self._metrics[stage].to(self.device)
+        g = torch.Generator().manual_seed(EVAL_NOISE_SEED)
+        if isinstance(metric, ClassifierSampleMetrics):
+            if not metric.has_real:
+                for chunk in self._real_images(stage).split(500):
+                    metric.update_real(chunk.to(self.device))
+        for start in range(0, self.eval_samples, 500):
+            n = min(500, self.eval_samples - start)
+            samples = self.generate(self.noise(n, generator=g)).float()
+            if isinstance(metric, ClassifierSampleMetrics):
+                metric.update_fake(samples)
+            else:
+                metric.update(samples)
+        values = dict(metric.compute())
+        metric.reset()
+        return values
+
+    def _log_sample_metrics(self, stage: str) -> None:
+        if stage not in self._metrics:
+            return
+        values = self.score_samples(stage)
+        values["loss"] = values[self.headline]
+        self.log_stage(stage, values, batch_size=self.eval_samples)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_sample_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_sample_metrics("test")

@@ -1,0 +1,212 @@
+"""The GAN module with tiny nets and a Lightning Trainer: alternation, toggling, EMA, metrics, checks; conv nets."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from genlab.checks import ConfigError
+from genlab.data.digits import DigitsDataModule
+from genlab.data.toy2d import Toy2DDataModule
+from genlab.losses.gan_losses import LSGAN, WGANGP, Hinge, Minimax, NonSaturating
+from genlab.models.gan import GAN
+from genlab.nets.conv import ConvDecoder, ConvEncoder
+from genlab.nets.mlp import MLP
+
+ADAM = functools.partial(torch.optim.Adam, lr=1e-3, betas=(0.5, 0.9))
+TOY_METRICS = {"val/modes", "val/hq", "val/mode_kl", "val/loss", "val/d_loss", "val/g_loss"}
+IMAGE_METRICS = {"val/fd", "val/precision", "val/recall", "val/classes", "val/class_entropy", "val/loss"}
+
+
+def mlp_gan(data_shape=(2,), loss=None, **kwargs) -> GAN:
+    return GAN(
+        data_shape,
+        generator=functools.partial(MLP, hidden=[32, 32]),
+        discriminator=functools.partial(MLP, hidden=[32, 32], activation="leaky_relu"),
+        loss=loss or NonSaturating(),
+        optimizer_g=ADAM,
+        optimizer_d=ADAM,
+        **{"latent_dim": 4, "eval_samples": 500, **kwargs},
+    )
+
+
+def trainer(tmp_path: Path, **kwargs) -> L.Trainer:
+    opts = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        num_sanity_val_steps=0,
+    )
+    return L.Trainer(**{**opts, **kwargs})
+
+
+def ring8(batch_size: int = 64) -> Toy2DDataModule:
+    return Toy2DDataModule(kind="ring8", n_train=512, n_val=256, n_test=256, batch_size=batch_size)
+
+
+@pytest.mark.parametrize("loss", [Minimax(), NonSaturating(), WGANGP(gp_weight=1.0), Hinge(), LSGAN()], ids=repr)
+def test_every_loss_trains_and_logs_mode_metrics(loss, tmp_path: Path) -> None:
+    L.seed_everything(0)
+    model = mlp_gan(loss=loss, n_critic=2)
+    t = trainer(tmp_path, max_epochs=1, limit_train_batches=4, limit_val_batches=1)
+    t.fit(model, datamodule=ring8())
+    metrics = t.callback_metrics
+    assert TOY_METRICS <= set(metrics)
+    assert all(torch.isfinite(metrics[k]) for k in TOY_METRICS)
+    assert metrics["val/loss"] == metrics["val/mode_kl"]
+    assert 0 <= metrics["val/modes"].item() <= 8 and 0 <= metrics["val/hq"].item() <= 1
+    assert ("train/penalty" in metrics) == isinstance(loss, WGANGP)
+
+
+def test_n_critic_discriminator_steps_per_generator_step(tmp_path: Path) -> None:
+    """Adam's step counters and gradient hooks: 3 D steps and 1 G step per batch, each net only in its own step."""
+    model = mlp_gan(n_critic=3)
+    d_grads, g_grads = [], []
+    for p in model.discriminator.parameters():
+        p.register_hook(lambda g: d_grads.append(1))
+    for p in model.generator.parameters():
+        p.register_hook(lambda g: g_grads.append(1))
+    t = trainer(tmp_path, max_epochs=1, limit_train_batches=5, limit_val_batches=0)
+    t.fit(model, datamodule=ring8())
+    opt_d, opt_g = t.optimizers
+    d_steps = {int(s["step"]) for s in opt_d.state.values()}
+    g_steps = {int(s["step"]) for s in opt_g.state.values()}
+    assert d_steps == {15} and g_steps == {5}
+    n_d, n_g = len(list(model.discriminator.parameters())), len(list(model.generator.parameters()))
+    # D gets gradients in its 3 steps only (fakes are made without a graph); G in its own step only.
+    assert len(d_grads) == 15 * n_d
+    assert len(g_grads) == 5 * n_g
+
+
+def test_discriminator_is_frozen_during_the_generator_step(tmp_path: Path) -> None:
+    model = mlp_gan()
+    seen = []
+
+    def spy(*args, **kwargs):  # runs inside the G step's toggled block
+        seen.append([p.requires_grad for p in model.discriminator.parameters()])
+        return NonSaturating.generator_loss(model.loss, *args, **kwargs)
+
+    model.loss.generator_loss = spy
+    trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0).fit(model, datamodule=ring8())
+    assert seen and not any(any(flags) for flags in seen)
+    # Untoggling restores every trainable parameter.
+    assert all(p.requires_grad for net in (model.generator, model.discriminator) for p in net.parameters())
+
+
+def test_generator_ema_follows_the_exponential_average(tmp_path: Path) -> None:
+    decay = 0.8
+    model = mlp_gan(ema_decay=decay)
+    history = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, *args) -> None:
+            history.append([p.detach().clone() for p in model.generator.parameters()])
+
+    t = trainer(tmp_path, max_epochs=1, limit_train_batches=4, limit_val_batches=0, callbacks=[Record()])
+    t.fit(model, datamodule=ring8())
+    # W_ema_0 = W_0 (first update copies), then W_ema_t = decay W_ema_{t-1} + (1 - decay) W_t.
+    expected = history[0]
+    for params in history[1:]:
+        expected = [decay * e + (1 - decay) * p for e, p in zip(expected, params)]
+    for e, p in zip(expected, model.generator_ema.module.parameters()):
+        torch.testing.assert_close(p, e)
+    assert not torch.equal(next(model.generator_ema.module.parameters()), next(model.generator.parameters()))
+    z = torch.randn(3, 4)
+    torch.testing.assert_close(model.generate(z), model.generator_ema.module(z))
+
+
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step`")
+def test_gan_learns_a_shifted_gaussian(tmp_path: Path) -> None:
+    """The alternating game moves G's samples onto data N((3, -2), 0.1^2 I) from noise N(0, I)."""
+    L.seed_everything(1)
+    x = torch.tensor([3.0, -2.0]) + 0.1 * torch.randn(4096, 2)
+    loader = DataLoader(TensorDataset(x, torch.zeros(4096, dtype=torch.long)), batch_size=128, shuffle=True)
+    model = mlp_gan()
+    trainer(tmp_path, max_epochs=10, limit_val_batches=0).fit(model, train_dataloaders=loader)
+    with torch.no_grad():
+        samples = model.sample(2000)
+    assert torch.allclose(samples.mean(0), torch.tensor([3.0, -2.0]), atol=0.3)
+    assert samples.std(0).max() < 0.6
+
+
+def test_image_metrics_classifier_is_saved_and_reused(tmp_path: Path) -> None:
+    L.seed_everything(0)
+    dm = DigitsDataModule(batch_size=64)
+    conv = dict(
+        generator=functools.partial(ConvDecoder, channels=[32, 16]),
+        discriminator=functools.partial(ConvEncoder, channels=[16, 32]),
+    )
+    common = dict(latent_dim=8, generator_output="sigmoid", eval_samples=300, feature_classifier_steps=150)
+    model = GAN(dm.data_shape, loss=Hinge(), optimizer_g=ADAM, optimizer_d=ADAM, **conv, **common)
+    t = trainer(tmp_path / "a", max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    t.fit(model, datamodule=dm)
+    assert IMAGE_METRICS <= set(t.callback_metrics)
+    assert t.callback_metrics["val/loss"] == t.callback_metrics["val/fd"]
+    saved = tmp_path / "a" / "feature_classifier.pt"
+    assert saved.is_file() and model.classifier_accuracy > 0.5
+    assert model.sample(5).min() >= 0 and model.sample(5).max() <= 1
+    # A second run reuses the saved classifier instead of training one.
+    reuse = GAN(
+        dm.data_shape, loss=Hinge(), optimizer_g=ADAM, optimizer_d=ADAM, feature_classifier_path=str(saved), **conv,
+        **{**common, "feature_classifier_steps": 1},
+    )
+    t2 = trainer(tmp_path / "b", max_epochs=1, limit_train_batches=1, limit_val_batches=1)
+    t2.fit(reuse, datamodule=dm)
+    assert reuse.classifier_accuracy == model.classifier_accuracy
+    assert not (tmp_path / "b" / "feature_classifier.pt").exists()
+    # Test after fit scores on the test split, from the best checkpoint.
+    t2.test(reuse, datamodule=dm, verbose=False)
+    assert {"test/fd", "test/classes", "test/loss"} <= set(t2.callback_metrics)
+
+
+def test_best_checkpoint_round_trip_with_ema(tmp_path: Path) -> None:
+    model = mlp_gan(ema_decay=0.9)
+    t = trainer(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1, enable_checkpointing=True)
+    t.fit(model, datamodule=ring8())
+    assert t.checkpoint_callback.best_model_path
+    t.test(model, datamodule=ring8(), ckpt_path="best", verbose=False)
+    assert "test/mode_kl" in t.callback_metrics
+
+
+def test_bad_hyperparameters_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="n_critic"):
+        mlp_gan(n_critic=0)
+    with pytest.raises(ConfigError, match="ema_decay"):
+        mlp_gan(ema_decay=1.5)
+    with pytest.raises(ConfigError, match="generator_output"):
+        mlp_gan(generator_output="tanh")
+    with pytest.raises(ConfigError, match="loss"):
+        mlp_gan(loss="hinge")
+    with pytest.raises(ConfigError, match="eval_samples"):
+        mlp_gan(eval_samples=0)
+
+
+# -- conv nets ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 8, 8), (784,), (64,), (3, 8, 8)])
+def test_conv_nets_follow_the_shape_contract(shape) -> None:
+    dec = ConvDecoder((10,), shape, channels=[16, 8])
+    enc = ConvEncoder(shape, (3,), channels=[8, 16], norm="layer", spectral_norm=True)
+    x = dec(torch.randn(5, 10))
+    assert x.shape == (5, *shape)
+    assert enc(x).shape == (5, 3)
+    # An encoder with a (P*C, H, W)-style vector output and a decoder with P parameter sets both work.
+    assert ConvDecoder((10,), (2, *shape[-2:]) if len(shape) == 3 else shape)(torch.randn(2, 10)).shape[0] == 2
+
+
+def test_conv_nets_reject_sizes_they_cannot_mirror() -> None:
+    with pytest.raises(ConfigError, match="halved"):
+        ConvEncoder((1, 28, 28), (1,), channels=[8, 8, 8])
+    with pytest.raises(ConfigError, match="halved"):
+        ConvDecoder((4,), (1, 7, 7), channels=[8])
+    with pytest.raises(ConfigError, match="in_shape"):
+        ConvEncoder((2,), (1,))
+    with pytest.raises(ConfigError, match="norm"):
+        ConvEncoder((1, 8, 8), (1,), norm="group")
