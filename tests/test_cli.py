@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import TINY, read_metrics, run_cli
 
 DATASETS = ["digits", "mnist", "fashion_mnist", "ring8", "grid25", "moons", "swissroll"]

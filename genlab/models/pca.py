@@ -49,7 +49,7 @@ class PCA(GenerativeModule):
         self.register_buffer("total_variance", torch.zeros((), dtype=torch.float64))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
-    def fit(self, x: Tensor) -> "PCA":
+    def fit(self, x: Tensor) -> PCA:
         """Fit the principal directions of the training examples ``x`` (N, *data_shape) in closed form."""
         mean, components, explained = fit_pca(x.to(self.mean.device), self.latent_dim)
         self.mean.copy_(mean)
