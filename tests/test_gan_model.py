@@ -210,3 +210,58 @@ def test_conv_nets_reject_sizes_they_cannot_mirror() -> None:
         ConvEncoder((2,), (1,))
     with pytest.raises(ConfigError, match="norm"):
         ConvEncoder((1, 8, 8), (1,), norm="group")
+
+
+# -- end to end through `python -m genlab` ------------------------------------------------------------
+def test_cli_every_loss_on_ring8_in_one_multirun(tmp_path: Path) -> None:
+    from conftest import read_metrics, run_cli
+
+    sweep = tmp_path / "sweep"
+    classes = {"minimax": "Minimax", "nonsaturating": "NonSaturating", "wgan_gp": "WGANGP", "hinge": "Hinge",
+               "lsgan": "LSGAN"}
+    proc = run_cli("-m", "model=gan", "data=ring8", f"loss={','.join(classes)}", "trainer.fast_dev_run=true",
+                   "logger=csv", "model.eval_samples=500", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for i, cls in enumerate(classes.values()):
+        run = sweep / str(i)
+        metrics = read_metrics(run)
+        assert {"val/modes", "val/hq", "val/mode_kl", "test/modes", "test/loss"} <= set(metrics)
+        assert f"genlab.losses.gan_losses.{cls}\n" in (run / ".hydra" / "config.yaml").read_text()
+        assert (run / "images" / "modes_epoch000.png").is_file()
+
+
+def test_cli_conv_gan_on_digits_writes_image_metrics_and_grids(tmp_path: Path) -> None:
+    from conftest import read_metrics, run_cli
+
+    run = tmp_path / "run"
+    proc = run_cli("model=gan_conv", "data=digits", "trainer.fast_dev_run=true", "logger=csv",
+                   "model.eval_samples=300", "model.feature_classifier_steps=100", f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = read_metrics(run)
+    assert {f"val/{k}" for k in ("fd", "precision", "recall", "classes", "class_entropy")} <= set(metrics)
+    assert (run / "feature_classifier.pt").is_file()
+    assert (run / "images" / "fixed_noise_epoch000.png").is_file()
+
+
+def test_cli_bad_gan_values_fail_before_training(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    for override, words in (("model.n_critic=0", "model.n_critic=0"), ("loss=wgan_gp", None)):
+        args = ["model=gan", "data=ring8", "trainer.fast_dev_run=true", "logger=csv", override]
+        if words is None:
+            args.append("loss.gp_weight=-1")
+            words = "gp_weight=-1"
+        proc = run_cli(*args, f"hydra.run.dir={tmp_path / override.replace('=', '_')}")
+        assert proc.returncode == 2 and words in proc.stderr, proc.stderr[-2000:]
+
+
+def test_mixture_log_density_of_the_picture_matches_scipy() -> None:
+    import numpy as np
+    from scipy.stats import multivariate_normal
+
+    from genlab.callbacks.gan_pictures import mixture_log_density
+
+    centers = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, -2.0]])
+    points = np.array([[0.0, 0.0], [1.0, 0.1], [0.3, -1.8]])
+    expected = np.log(np.mean([multivariate_normal(c, 0.5**2 * np.eye(2)).pdf(points) for c in centers], axis=0))
+    np.testing.assert_allclose(mixture_log_density(points, centers, 0.5), expected, rtol=1e-10)
