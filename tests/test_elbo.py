@@ -93,15 +93,15 @@ def test_variance_floor_bounds_the_log_variance_and_keeps_a_gradient() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "key"),
     [
-        {"kind": "poisson"},
-        {"kind": "gaussian_fixed", "fixed_variance": 0.0},
-        {"kind": "gaussian", "min_log_var": math.nan},
+        ({"kind": "poisson"}, "likelihood"),
+        ({"kind": "gaussian_fixed", "fixed_variance": 0.0}, "fixed_variance"),
+        ({"kind": "gaussian", "min_log_var": math.nan}, "min_log_var"),
     ],
 )
-def test_bad_likelihood_settings_raise_config_errors(kwargs: dict) -> None:
-    with pytest.raises(ConfigError, match="model."):
+def test_bad_likelihood_settings_raise_config_errors_naming_the_key(kwargs: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{key}="):
         DecoderLikelihood(**kwargs)
 
 

@@ -103,7 +103,7 @@ def trainer_metrics(model: VaDE) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "key"), [({"n_clusters": 0}, "model.n_clusters"), ({"pretrain_epochs": -1}, "model.pretrain_epochs")]
+    ("kwargs", "key"), [({"n_clusters": 0}, "n_clusters"), ({"pretrain_epochs": -1}, "pretrain_epochs")]
 )
 def test_bad_settings_fail_in_the_constructor(kwargs: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key):

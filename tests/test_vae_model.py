@@ -84,12 +84,12 @@ def test_warmup_scales_the_kl_in_the_training_loss_only() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
-        ({"objective": "iwae", "k": 5, "beta": 0.5}, "model.beta"),
-        ({"objective": "mcmc"}, "model.objective"),
-        ({"kl": "exact"}, "model.kl"),
-        ({"k": 0}, "model.k"),
-        ({"eval_k": -1}, "model.eval_k"),
-        ({"likelihood": "laplace"}, "model.likelihood"),
+        ({"objective": "iwae", "k": 5, "beta": 0.5}, "beta"),
+        ({"objective": "mcmc"}, "objective"),
+        ({"kl": "exact"}, "kl"),
+        ({"k": 0}, "k"),
+        ({"eval_k": -1}, "eval_k"),
+        ({"likelihood": "laplace"}, "likelihood"),
     ],
 )
 def test_bad_settings_fail_in_the_constructor_naming_the_key(kwargs: dict, key: str) -> None:

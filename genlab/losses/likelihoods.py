@@ -30,10 +30,10 @@ class DecoderLikelihood:
     fixed_variance: float = 1.0
 
     def __post_init__(self) -> None:
-        one_of("model.likelihood", self.kind, LIKELIHOOD_PARAMS)
-        positive("model.fixed_variance", self.fixed_variance)
+        one_of("likelihood", self.kind, LIKELIHOOD_PARAMS)
+        positive("fixed_variance", self.fixed_variance)
         if not isinstance(self.min_log_var, (int, float)) or not math.isfinite(self.min_log_var):
-            raise ConfigError(f"model.min_log_var={self.min_log_var!r} is not accepted: expected a finite number")
+            raise ConfigError(f"min_log_var={self.min_log_var!r} is not accepted: expected a finite number")
 
     @property
     def n_params(self) -> int:

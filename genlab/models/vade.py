@@ -25,9 +25,9 @@ class VaDE(VAE):
 
     def __init__(self, *args: Any, n_clusters: int = 10, pretrain_epochs: int = 10, gmm_n_init: int = 1, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.n_clusters = positive_int("model.n_clusters", n_clusters)
-        self.pretrain_epochs = positive_int("model.pretrain_epochs", pretrain_epochs, allow_zero=True)
-        self.gmm_n_init = positive_int("model.gmm_n_init", gmm_n_init)
+        self.n_clusters = positive_int("n_clusters", n_clusters)
+        self.pretrain_epochs = positive_int("pretrain_epochs", pretrain_epochs, allow_zero=True)
+        self.gmm_n_init = positive_int("gmm_n_init", gmm_n_init)
         self.mixture_logits = nn.Parameter(torch.zeros(n_clusters))
         self.cluster_means = nn.Parameter(torch.randn(n_clusters, self.latent_dim))
         self.cluster_log_vars = nn.Parameter(torch.zeros(n_clusters, self.latent_dim))

@@ -59,22 +59,22 @@ class VAE(GenerativeModule):
         grad_clip_norm: float | None = None,
     ) -> None:
         super().__init__(data_shape, optimizer, monitor, monitor_mode, grad_clip_norm)
-        self.latent_dim = positive_int("model.latent_dim", latent_dim)
+        self.latent_dim = positive_int("latent_dim", latent_dim)
         self.likelihood = DecoderLikelihood(likelihood, min_log_var, fixed_variance)
         self.encoder_min_log_var = float(encoder_min_log_var)
-        self.objective = one_of("model.objective", objective, OBJECTIVES)
-        self.k = positive_int("model.k", k)
-        self.kl = one_of("model.kl", kl, KL_ESTIMATORS)
-        self.beta = positive("model.beta", beta, allow_zero=True)
-        self.kl_warmup_steps = positive_int("model.kl_warmup_steps", kl_warmup_steps, allow_zero=True)
+        self.objective = one_of("objective", objective, OBJECTIVES)
+        self.k = positive_int("k", k)
+        self.kl = one_of("kl", kl, KL_ESTIMATORS)
+        self.beta = positive("beta", beta, allow_zero=True)
+        self.kl_warmup_steps = positive_int("kl_warmup_steps", kl_warmup_steps, allow_zero=True)
         if self.objective == "iwae" and (beta != 1.0 or kl_warmup_steps):
             raise ConfigError(
-                f"model.beta={beta!r} / model.kl_warmup_steps={kl_warmup_steps!r} are not accepted with "
-                "model.objective=iwae: the importance-weighted bound has no separate KL term to weight; "
-                "expected beta=1.0 and kl_warmup_steps=0"
+                f"beta={beta!r} with kl_warmup_steps={kl_warmup_steps!r} is not accepted with objective=iwae: "
+                "the importance-weighted bound has no separate KL term to weight; expected beta=1.0 and "
+                "kl_warmup_steps=0"
             )
-        self.eval_k = positive_int("model.eval_k", eval_k)
-        self.eval_chunk = positive_int("model.eval_chunk", eval_chunk)
+        self.eval_k = positive_int("eval_k", eval_k)
+        self.eval_chunk = positive_int("eval_chunk", eval_chunk)
         self.encoder = encoder(in_shape=self.data_shape, out_shape=(2 * latent_dim,))
         out_channels = self.likelihood.n_params * self.data_shape[0]
         self.decoder = decoder(in_shape=(latent_dim,), out_shape=(out_channels, *self.data_shape[1:]))
