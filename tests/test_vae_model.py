@@ -11,6 +11,7 @@ import torch
 
 from genlab.checks import ConfigError
 from genlab.data.digits import DigitsDataModule
+from genlab.models.lr_schedules import iwae_passes, step_decay
 from genlab.models.vae import VAE
 from genlab.nets.mlp import MLP
 
@@ -90,6 +91,8 @@ def test_warmup_scales_the_kl_in_the_training_loss_only() -> None:
         ({"k": 0}, "k"),
         ({"eval_k": -1}, "eval_k"),
         ({"likelihood": "laplace"}, "likelihood"),
+        ({"lr_schedule": "cosine"}, "lr_schedule"),
+        ({"lr_decay": 1.5}, "lr_decay"),
     ],
 )
 def test_bad_settings_fail_in_the_constructor_naming_the_key(kwargs: dict, key: str) -> None:
@@ -120,3 +123,27 @@ def test_fit_and_test_log_the_vae_metrics(tmp_path) -> None:
     # the k=40 importance-weighted estimate bounds log p(x) more tightly than the ELBO
     assert test["test/nll"] < -test["test/elbo"]
     assert 0 <= test["test/active_units"] <= 3
+
+
+def test_lr_schedules_follow_the_papers() -> None:
+    # IWAE: pass i has 3^i epochs: epoch 0 | 1-3 | 4-12 | 13-39 ...
+    factors = [iwae_passes(e) for e in (0, 1, 3, 4, 12, 13, 39, 40)]
+    expected = [10 ** (-i / 7) for i in (0, 1, 1, 2, 2, 3, 3, 4)]
+    assert factors == pytest.approx(expected)
+    assert [step_decay(e, 0.9, 10) for e in (0, 9, 10, 25)] == pytest.approx([1, 1, 0.9, 0.81])
+
+
+def test_step_schedule_is_stepped_once_per_epoch_under_manual_optimization(tmp_path) -> None:
+    model = tiny_vae(lr_schedule="step", lr_decay=0.5, lr_decay_every=1)
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(3e-3 * 0.25)

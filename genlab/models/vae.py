@@ -7,12 +7,15 @@ estimated with ``eval_k`` importance samples (as ``test/nll``, nats) and the act
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 
-from genlab.checks import ConfigError, one_of, positive, positive_int
+from genlab.checks import ConfigError, fraction, one_of, positive, positive_int
 from genlab.losses.distributions import floor_log_var, log_normal, log_standard_normal, reparameterize
 from genlab.losses.elbo import elbo, kl_standard_normal, kl_warmup_beta
 from genlab.losses.iwae import iwae_bound, log_importance_weights
@@ -20,6 +23,7 @@ from genlab.losses.likelihoods import DecoderLikelihood
 from genlab.metrics.active_units import ActiveUnits
 from genlab.metrics.likelihood import importance_weighted_log_likelihood
 from genlab.models.base import GenerativeModule, OptimizerFactory
+from genlab.models.lr_schedules import LR_SCHEDULES, step_decay
 
 NetFactory = Callable[..., nn.Module]
 OBJECTIVES = ("elbo", "iwae")
@@ -54,6 +58,9 @@ class VAE(GenerativeModule):
         eval_k: int = 5000,
         eval_chunk: int = 500,
         active_threshold: float = 0.01,
+        lr_schedule: str = "constant",
+        lr_decay: float = 0.9,
+        lr_decay_every: int = 10,
         monitor: str = "val/loss",
         monitor_mode: str = "min",
         grad_clip_norm: float | None = None,
@@ -75,6 +82,9 @@ class VAE(GenerativeModule):
             )
         self.eval_k = positive_int("eval_k", eval_k)
         self.eval_chunk = positive_int("eval_chunk", eval_chunk)
+        self.lr_schedule = one_of("lr_schedule", lr_schedule, LR_SCHEDULES)
+        self.lr_decay = fraction("lr_decay", lr_decay, open_high=False)
+        self.lr_decay_every = positive_int("lr_decay_every", lr_decay_every)
         self.encoder = encoder(in_shape=self.data_shape, out_shape=(2 * latent_dim,))
         out_channels = self.likelihood.n_params * self.data_shape[0]
         self.decoder = decoder(in_shape=(latent_dim,), out_shape=(out_channels, *self.data_shape[1:]))
@@ -142,6 +152,21 @@ class VAE(GenerativeModule):
             return importance_weighted_log_likelihood(log_weights, k or self.eval_k, chunk or self.eval_chunk)
 
     # -- Lightning ----------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = super().configure_optimizers()
+        if optimizer is None or self.lr_schedule == "constant":
+            return optimizer
+        factor = LR_SCHEDULES[self.lr_schedule]
+        if factor is step_decay:
+            factor = functools.partial(step_decay, decay=self.lr_decay, every=self.lr_decay_every)
+        return {"optimizer": optimizer, "lr_scheduler": LambdaLR(optimizer, factor)}
+
+    def on_train_epoch_end(self) -> None:
+        # manual optimization: Lightning does not step schedulers itself
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, _ = batch
         beta = kl_warmup_beta(self.global_step, self.kl_warmup_steps, self.beta)
