@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset, default_collate
 
+from genlab.checks import ConfigError
 from genlab.data.binarize import BINARIZE_MODES, bernoulli_transform, binarize_once
 from genlab.data.seeding import Stream, derive_seed
 from genlab.data.tensor_loader import InMemoryLoader
@@ -22,9 +23,9 @@ _TRAIN_FILE, _TEST_FILE = 0, 1
 
 
 def check_arg(key: str, value: Any, ok: bool, accepted: str) -> None:
-    """Raise ValueError naming ``key``, ``value`` and what is ``accepted`` unless ``ok``."""
+    """Raise a ConfigError (a ValueError) naming ``key``, ``value`` and what is ``accepted`` unless ``ok``."""
     if not ok:
-        raise ValueError(f"{key}={value!r} is invalid: expected {accepted}")
+        raise ConfigError(f"{key}={value!r} is not accepted: expected {accepted}")
 
 
 def is_int(value: Any) -> bool:
@@ -125,7 +126,7 @@ class ArrayDataModule(L.LightningDataModule, ABC):
                     f" outside 0..{self.num_classes - 1}"
                 )
             if self.binarize != "none" and len(x) and (x.min() < 0 or x.max() > 1):
-                raise ValueError(
+                raise ConfigError(
                     f"binarize={self.binarize!r} needs data in [0, 1], but {self.name} {split} spans"
                     f" [{x.min().item():g}, {x.max().item():g}]; use binarize='none'"
                 )
