@@ -18,6 +18,9 @@ from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig
 
+from genlab.callbacks.interrupt import Interrupted
+from genlab.checkpoint_check import check_resumable
+from genlab.checkpoints import ResumableRNG
 from genlab.checks import ConfigError
 from genlab.config import instantiate_checked, validate_config
 from genlab.data.idx import DataFileError
@@ -27,7 +30,7 @@ log = logging.getLogger("genlab")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 # Errors a user can fix from the message alone: shown without a traceback (HYDRA_FULL_ERROR=1 shows it).
-USER_ERRORS = (ConfigError, DataFileError, NonFiniteError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataFileError, NonFiniteError, FileNotFoundError, Interrupted)
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
@@ -86,21 +89,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [instantiate_checked(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items()]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback when bars are off
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    callbacks.append(ResumableRNG())  # global RNG states in every checkpoint, for exact resume
     loggers = [instantiate_checked(node, f"logger.{name}") for name, node in (cfg.get("logger") or {}).items()]
     trainer: L.Trainer = instantiate_checked(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(resolved)
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    if ckpt_path is not None:
+        check_resumable(ckpt_path, model)  # a short message instead of Lightning's unpickling traceback
     log.info("data: %s | model: %s | output: %s", choice("data") or type(datamodule).__name__,
              choice("model") or type(model).__name__, output_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics: dict[str, Any] = {"model": choice("model"), "data": choice("data"), "seed": cfg.seed}
     metrics.update(scalar_metrics(trainer.callback_metrics))
 
     best = best_checkpoint(trainer)
     if cfg.get("test", True):
-        trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
         metrics.update({k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")})
 
     if trainer.is_global_zero:
@@ -120,6 +126,6 @@ def main(cfg: DictConfig) -> float | None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or multirun:
             raise  # in a sweep the launcher records the failed job and the finished ones stay
         print(f"genlab: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(err, "exit_code", 2))  # Interrupted: 128 + the signal number
     value = metrics.get(cfg.get("optimized_metric"))
     return None if value is None or math.isnan(value) else float(value)

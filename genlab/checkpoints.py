@@ -1,0 +1,144 @@
+"""Checkpoints that resume exactly and load safely: global RNG states in the checkpoint, ``weights_only`` loading.
+
+What a Lightning 2.6 checkpoint of a genlab run already holds: the model ``state_dict``, every optimizer's state
+(both GAN optimizers), the schedulers, the loop progress (epoch, global step, batches done in the epoch), the
+stateful train loader's position (``InMemoryLoader.state_dict``: epoch and batches served, so the data order
+continues) and the callbacks' states. What it does not hold are the global torch / NumPy / Python RNG states,
+which VAE reparametrisation and GAN noise draw from: :class:`ResumableRNG` adds them.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Checkpoint
+
+from genlab.checks import ConfigError, positive_int
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint file is missing, unreadable, or not a genlab checkpoint; the message says which and why."""
+
+
+def rng_states() -> dict[str, Any]:
+    """The global torch (CPU and CUDA), NumPy and Python RNG states as tensors and plain data (``weights_only``-safe)."""
+    _, keys, pos, has_gauss, cached_gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # NumPy's MT19937 state: the 624 key words travel as an int64 tensor (ndarrays need weights_only=False).
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gauss)},
+        "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next},
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore the states :func:`rng_states` returned; CUDA states only when the device count matches."""
+    torch.set_rng_state(states["torch"].cpu())
+    cuda = states.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+    npy = states["numpy"]
+    keys = npy["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
+    py = states["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
+
+
+class ResumableRNG(L.Callback):
+    """Saves the global RNG states with every checkpoint and restores them when training resumes from one.
+
+    The states are captured when the checkpoint is written (after the optimizer step of its batch) and put
+    back in ``on_train_start``: after Lightning has restored the model, optimizers, loops and loader position,
+    and after anything that runs between the restore and the first training batch, so the resumed run draws
+    the same numbers for the next batch as the uninterrupted run did.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict.get("rng")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending is not None:
+            set_rng_states(self._pending)
+            self._pending = None
+
+
+class LastCheckpoint(Checkpoint):
+    """Keeps ``<dirpath>/last.ckpt`` the latest state: at every training epoch end and every N optimizer steps.
+
+    Lightning 2.6's ``ModelCheckpoint(save_last=True)`` refreshes last.ckpt only in the steps where it also saves
+    a top-k checkpoint, so after an epoch that did not improve, last.ckpt lags behind. This one always writes,
+    and atomically (a temporary file renamed over the old one), so a run killed while saving keeps its previous
+    last.ckpt intact. As a ``Checkpoint`` it runs after the module's ``on_train_epoch_end`` (schedulers stepped).
+    """
+
+    def __init__(self, dirpath: str | Path, every_n_train_steps: int = 0, filename: str = "last") -> None:
+        self.dirpath = Path(dirpath)
+        self.every_n_train_steps = positive_int("every_n_train_steps", every_n_train_steps, allow_zero=True)
+        self.filename = filename
+        self._saved_at: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / f"{self.filename}.ckpt"
+
+    def save(self, trainer: L.Trainer) -> None:
+        """Write the trainer's full state to :attr:`path` through a temporary file (all ranks must call this)."""
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)  # collective: rank zero writes, every rank waits
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        self._saved_at = trainer.global_step
+
+    def _active(self, trainer: L.Trainer) -> bool:
+        return not trainer.sanity_checking and not trainer.fast_dev_run
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        # Steps since the last save, not global_step % N: a GAN batch advances global_step by 2.
+        since = trainer.global_step - (self._saved_at or 0)
+        if self.every_n_train_steps and self._active(trainer) and since >= self.every_n_train_steps:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._active(trainer):
+            self.save(trainer)
+
+
+def load_genlab_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a genlab checkpoint on the CPU with ``weights_only=True``; a CheckpointError says what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"ckpt={str(path)!r}: no such file. Pass a .ckpt from a run's checkpoints/ folder.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"ckpt={str(path)!r} cannot be read as a PyTorch checkpoint ({first}). The file may be truncated "
+            f"(a run killed while writing it) or not a checkpoint at all."
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"ckpt={str(path)!r} is not a Lightning checkpoint: it has no 'state_dict'.")
+    meta = checkpoint.get("genlab")
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(
+            f"ckpt={str(path)!r} is not a genlab checkpoint: it has no 'genlab' entry with the run config "
+            f"(checkpoints written by `python -m genlab` have one)."
+        )
+    return checkpoint

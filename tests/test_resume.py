@@ -1,0 +1,127 @@
+"""Exact resume: a run killed with SIGKILL mid-epoch and resumed with ckpt_path=last ends where an uninterrupted
+run ends (weights, both GAN optimizers, metrics), and genlab checkpoints load with ``weights_only=True``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, read_metrics, run_cli
+
+from genlab.checkpoints import CheckpointError, load_genlab_checkpoint, rng_states, set_rng_states
+
+TESTS = Path(__file__).resolve().parent
+MODELS = ["ae", "gan"]
+STEPS_PER_BATCH = {"ae": 1, "gan": 2}  # global_step counts optimizer steps: the GAN takes a D and a G step per batch
+BATCHES_PER_EPOCH = 8  # data.n_train=2048 / data.batch_size=256
+# Two epochs on a small ring8 (the AE and the GAN both train on it), deterministic, a checkpoint every 3 steps.
+COMMON = [
+    "data=ring8", "data.n_train=2048", "data.n_val=256", "data.n_test=256", "data.batch_size=256",
+    "model.eval_samples=500", "trainer.max_epochs=2", "trainer.deterministic=true",
+    "trainer.enable_progress_bar=false", "logger=csv", "callbacks.last_checkpoint.every_n_train_steps=3",
+]
+
+
+def overrides(model: str) -> list[str]:
+    # eval_samples is a GAN key; the AE run drops it.
+    return [f"model={model}", *(o for o in COMMON if model == "gan" or not o.startswith("model.eval_samples"))]
+
+
+def start_killable(model: str, run_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(TESTS)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    slow = ["+callbacks.slow._target_=slow_steps.SlowSteps", "+callbacks.slow.seconds=0.25"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "genlab", *overrides(model), *slow, f"hydra.run.dir={run_dir}"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def kill_after_first_checkpoint(proc: subprocess.Popen, ckpt: Path, timeout: float = 120) -> None:
+    """SIGKILL ``proc`` as soon as ``ckpt`` exists (written whole and renamed into place): no cleanup runs."""
+    deadline = time.monotonic() + timeout
+    while not ckpt.is_file():
+        assert proc.poll() is None, f"the run ended before its first checkpoint: {proc.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, "no checkpoint written in time"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def final_state(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def test_sigkilled_runs_resume_to_the_uninterrupted_result(tmp_path):
+    killed = tmp_path / "killed"
+    procs = {m: start_killable(m, killed / str(i)) for i, m in enumerate(MODELS)}
+    for i, model in enumerate(MODELS):
+        kill_after_first_checkpoint(procs[model], killed / str(i) / "checkpoints" / "last.ckpt")
+        state = load_genlab_checkpoint(killed / str(i) / "checkpoints" / "last.ckpt")
+        loader = state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+        # The premise: the run died mid-way through its first epoch, after a step checkpoint.
+        batches = state["global_step"] // STEPS_PER_BATCH[model]
+        assert state["epoch"] == 0 and 0 < batches < BATCHES_PER_EPOCH
+        assert loader == {"epoch": 0, "batches_served": batches}
+        assert not (killed / str(i) / "metrics.json").exists()
+
+    # The same command plus ckpt_path=last in the killed runs' folders (jobs 0 and 1 of a sweep over them),
+    # and the uninterrupted reference runs.
+    reference = tmp_path / "reference"
+    for sweep, extra in ((killed, ["ckpt_path=last"]), (reference, [])):
+        proc = run_cli("-m", f"model={','.join(MODELS)}", *overrides("ae")[1:], *extra, f"hydra.sweep.dir={sweep}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    for i, model in enumerate(MODELS):
+        resumed, uninterrupted = final_state(killed / str(i)), final_state(reference / str(i))
+        assert resumed["global_step"] == uninterrupted["global_step"] == 2 * BATCHES_PER_EPOCH * STEPS_PER_BATCH[model]
+        assert resumed["state_dict"].keys() == uninterrupted["state_dict"].keys()
+        for name, tensor in uninterrupted["state_dict"].items():
+            assert torch.equal(resumed["state_dict"][name], tensor), f"{model}: {name} differs after resume"
+        assert len(resumed["optimizer_states"]) == (2 if model == "gan" else 1)
+        for opt_r, opt_u in zip(resumed["optimizer_states"], uninterrupted["optimizer_states"]):
+            for pid, moments in opt_u["state"].items():
+                for key, value in moments.items():
+                    assert torch.equal(torch.as_tensor(opt_r["state"][pid][key]), torch.as_tensor(value)), (model, key)
+        assert read_metrics(killed / str(i)) == read_metrics(reference / str(i)), model
+
+
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    torch.save({"rng": rng_states()}, tmp_path / "rng.pt")
+    expected = (torch.rand(3), np.random.rand(3), random.random(), np.random.randn())
+    torch.manual_seed(9), np.random.seed(9), random.seed(9)
+    set_rng_states(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
+    got = (torch.rand(3), np.random.rand(3), random.random(), np.random.randn())
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
+    assert got[2:] == expected[2:]
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(b"not a checkpoint", ["cannot be read", "truncated"]), (None, ["not a genlab checkpoint"])],
+    ids=["garbage", "plain-lightning"],
+)
+def test_bad_checkpoints_fail_with_a_clear_message(tmp_path, content, words):
+    path = tmp_path / "x.ckpt"
+    if content is None:
+        torch.save({"state_dict": {"w": torch.zeros(1)}, "epoch": 0}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        load_genlab_checkpoint(path)
+    for word in words:
+        assert word in str(err.value)
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_genlab_checkpoint(tmp_path / "missing.ckpt")
