@@ -1,0 +1,277 @@
+"""Speed benchmarks: genlab (``python -m genlab``) against hand-written PyTorch loops, the k=5000 NLL, PCA.
+
+    make bench                                  # = python experiments/bench.py
+    python experiments/bench.py --reps 5 --threads 1 --nll-images 500
+    python experiments/bench.py --only toy_gan --reps 7
+
+Training cases (MNIST VAE, MNIST GAN, 2-D ring GAN) run three ways with the same nets, losses, Adam, batch
+size and step count: (a) ``python -m genlab`` with a :class:`bench_timer.StepTimer` callback, (b) a minimal loop
+over the in-memory tensors, (c) a ``DataLoader(TensorDataset)`` loop (:mod:`bench_loops`). Start-up is excluded
+from all three: each is timed from the end of its ``warmup``-th step to the end of its last. Repetitions
+alternate the order of the ways; a ratio is the median over repetitions of genlab's steps/s over the other
+way's in the same repetition. Prints a table and writes ``experiments/bench.json`` (one flat object).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from bench_loops import gan_step, make_gan, make_vae, run_loop, vae_step  # noqa: E402
+
+from genlab.data.idx import DataFileError  # noqa: E402
+from genlab.data.mnist import MNISTDataModule  # noqa: E402
+from genlab.data.toy2d import Toy2DDataModule  # noqa: E402
+
+TRAINING_CASES = ("vae", "gan", "toy_gan")
+ALL_CASES = (*TRAINING_CASES, "nll", "pca")
+
+
+@dataclass
+class Case:
+    """One training benchmark: genlab overrides, the baseline's step factory, its data and step counts."""
+
+    name: str
+    overrides: list[str]
+    make_step: Callable[[], Callable[[torch.Tensor], None]]
+    x: torch.Tensor
+    y: torch.Tensor
+    batch_size: int
+    steps: int
+    warmup: int
+    optimizer_steps_per_batch: int = 1
+    results: dict[str, list[float]] = field(default_factory=dict)
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("GENLAB_DATA_DIR", "data"))
+
+
+def load_mnist(binarize: str) -> MNISTDataModule:
+    """MNIST from ``$GENLAB_DATA_DIR/mnist``; exits with a message naming the folder when the files are absent."""
+    dm = MNISTDataModule(root=str(data_root()), binarize=binarize, batch_size=128)
+    try:
+        dm.setup()
+    except (DataFileError, FileNotFoundError) as err:
+        sys.exit(
+            f"bench: MNIST is needed and was not found under {data_root() / 'mnist'} ({err}).\n"
+            f"Set GENLAB_DATA_DIR to the folder holding mnist/ with the four IDX files, e.g. "
+            f"GENLAB_DATA_DIR=/work/shared/data make bench"
+        )
+    return dm
+
+
+def training_cases(only: set[str], steps_scale: float) -> list[Case]:
+    """The MNIST VAE (784-400-20, binarized), the MNIST MLP GAN and the ring8 GAN (2-128-128-2, batch 256)."""
+    cases = []
+
+    def n(steps: int) -> int:
+        return max(5, round(steps * steps_scale))
+
+    if "vae" in only:
+        dm = load_mnist("static")
+        x, y = dm.train_tensors()
+        cases.append(Case(
+            "vae", ["model=vae", "data=mnist", "data.binarize=static"],
+            lambda: vae_step(make_vae(dm.data_shape)), x, y, 128, n(300), 20,
+        ))
+    if "gan" in only:
+        dm = load_mnist("none")
+        x, y = dm.train_tensors()
+        cases.append(Case(
+            "gan", ["model=gan", "data=mnist", "model.generator_output=sigmoid", "model.sample_metrics=false"],
+            lambda: gan_step(make_gan(dm.data_shape, 16, [128, 128, 128], sigmoid_output=True)),
+            x, y, 128, n(300), 20, optimizer_steps_per_batch=2,
+        ))
+    if "toy_gan" in only:
+        toy = Toy2DDataModule(kind="ring8", n_train=20000, n_val=2000, n_test=2000, batch_size=256)
+        x, y = toy.train_tensors()
+        cases.append(Case(
+            "toy_gan",
+            ["model=gan", "data=ring8", "model.latent_dim=2",
+             "model.generator.hidden=[128,128]", "model.discriminator.hidden=[128,128]"],
+            lambda: gan_step(make_gan(toy.data_shape, 2, [128, 128], sigmoid_output=False)),
+            x, y, 256, n(600), 30, optimizer_steps_per_batch=2,
+        ))
+    return cases
+
+
+def genlab_command(case: Case, out: Path, run_dir: Path, progress_bar: bool) -> list[str]:
+    """``python -m genlab`` with the case's overrides, a step budget, no test pass, and the step timer."""
+    batches = case.steps + case.warmup
+    return [
+        sys.executable, "-m", "genlab", *case.overrides,
+        # global_step counts optimizer steps: a GAN batch takes two.
+        f"trainer.max_steps={batches * case.optimizer_steps_per_batch}",
+        "test=false", "logger=csv", f"trainer.enable_progress_bar={str(progress_bar).lower()}",
+        f"hydra.run.dir={run_dir}",
+        "+callbacks.bench_timer._target_=experiments.bench_timer.StepTimer",
+        f"+callbacks.bench_timer.out={out}", f"+callbacks.bench_timer.warmup={case.warmup}",
+    ]
+
+
+def run_genlab(case: Case, threads: int, progress_bar: bool, workdir: Path) -> float:
+    """Steps/s of one ``python -m genlab`` run, read from the StepTimer's file."""
+    run_dir = Path(tempfile.mkdtemp(dir=workdir))
+    out = run_dir / "steps.json"
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "GENLAB_DATA_DIR": str(data_root()),
+           "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(genlab_command(case, out, run_dir, progress_bar), cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0 or not out.is_file():
+        sys.exit(f"bench: genlab run failed ({' '.join(genlab_command(case, out, run_dir, progress_bar))}):\n"
+                 f"{proc.stdout[-3000:]}")
+    return float(json.loads(out.read_text())["steps_per_s"])
+
+
+def bench_training(case: Case, reps: int, threads: int, workdir: Path) -> None:
+    """Alternate the ways over ``reps`` repetitions (rotating their order) and keep every steps/s."""
+    ways: dict[str, Callable[[], float]] = {
+        "genlab": lambda: run_genlab(case, threads, True, workdir),
+        "genlab_no_bar": lambda: run_genlab(case, threads, False, workdir),
+        "minimal": lambda: run_loop("minimal", case.make_step(), case.x, case.y, case.batch_size, case.steps,
+                                    case.warmup),
+        "dataloader": lambda: run_loop("dataloader", case.make_step(), case.x, case.y, case.batch_size,
+                                       case.steps, case.warmup),
+    }
+    names = list(ways)
+    for rep in range(reps):
+        order = names[rep % len(names):] + names[: rep % len(names)]
+        for name in order:
+            torch.manual_seed(rep)
+            case.results.setdefault(name, []).append(ways[name]())
+        print(f"  {case.name} rep {rep + 1}/{reps}: "
+              + ", ".join(f"{k} {case.results[k][-1]:.1f}" for k in names), flush=True)
+
+
+def paired_ratio(case: Case, num: str, den: str) -> float:
+    """Median over repetitions of steps/s of ``num`` over ``den`` measured in the same repetition."""
+    return statistics.median(a / b for a, b in zip(case.results[num], case.results[den], strict=True))
+
+
+def bench_nll(images: int, threads: int) -> dict[str, float]:
+    """Seconds of the VAE's k=5000 importance-sampled log p(x) on the first ``images`` binarized test images."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    dm = load_mnist("static")
+    x = dm.split_tensors("test")[0][:images]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["model=vae", "data=mnist"])
+    model = instantiate(cfg.model, data_shape=dm.data_shape).eval()
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    for batch in x.split(dm.batch_size):
+        model.log_marginal_likelihood(batch, k=model.eval_k)
+    seconds = time.perf_counter() - start
+    full = seconds * len(dm.split_tensors("test")[0]) / len(x)
+    return {"nll_eval_k": model.eval_k, "nll_eval_chunk": model.eval_chunk, "nll_images_measured": len(x),
+            "nll_measured_seconds": seconds, "nll_eval_seconds": full, "nll_eval_extrapolated": len(x) < 10000}
+
+
+def bench_pca(reps: int) -> dict[str, float | str]:
+    """genlab's ``fit_pca`` against ``sklearn.decomposition.PCA`` on the 60000x784 MNIST training images, 50 components."""
+    import numpy as np
+    from sklearn.decomposition import PCA as SkPCA
+
+    from genlab.models.pca import fit_pca
+
+    dm = load_mnist("none")
+    x_train, _ = dm.split_tensors("train")
+    x_val, _ = dm.split_tensors("val")
+    x = torch.cat([x_train, x_val]).flatten(1)  # all 60,000 training images
+    x_np = x.double().numpy()
+    genlab_s, sklearn_s = [], []
+    for rep in range(reps):
+        for way in (("genlab", "sklearn") if rep % 2 == 0 else ("sklearn", "genlab")):
+            start = time.perf_counter()
+            if way == "genlab":
+                _, _, explained = fit_pca(x, 50)
+                genlab_s.append(time.perf_counter() - start)
+            else:
+                sk = SkPCA(50, random_state=0).fit(x_np)
+                sklearn_s.append(time.perf_counter() - start)
+    diff = float(np.abs(explained.numpy() - sk.explained_variance_).max())
+    if diff > 1e-5:
+        sys.exit(f"bench: PCA explained variances differ by {diff:.2e} > 1e-5 between genlab and scikit-learn")
+    return {"pca_genlab_seconds": statistics.median(genlab_s), "pca_sklearn_seconds": statistics.median(sklearn_s),
+            "pca_vs_sklearn": statistics.median(g / s for g, s in zip(genlab_s, sklearn_s, strict=True)),
+            "pca_explained_variance_max_abs_diff": diff, "pca_sklearn_svd_solver": sk._fit_svd_solver}
+
+
+def machine() -> dict[str, str | float]:
+    load1, load5, load15 = os.getloadavg()
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"machine": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}",
+            "load_average_start": f"{load1:.2f} {load5:.2f} {load15:.2f}"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=5, help="alternating repetitions per training case (median)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for every way alike (OMP_NUM_THREADS for genlab runs)")
+    parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every case's timed step count")
+    parser.add_argument("--nll-images", type=int, default=256, help="test images timed for the NLL (10000 = all)")
+    parser.add_argument("--only", default=",".join(ALL_CASES), help=f"comma-separated subset of {ALL_CASES}")
+    parser.add_argument("--out", type=Path, default=HERE / "bench.json")
+    args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    if not only <= set(ALL_CASES) or args.reps < 1 or args.threads < 1 or not 1 <= args.nll_images <= 10000:
+        parser.error(f"--only takes {ALL_CASES}; --reps, --threads >= 1; --nll-images in 1..10000")
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    report: dict[str, object] = {**machine(), "threads": args.threads, "reps": args.reps}
+    print(f"bench: {report['machine']}; load average {report['load_average_start']}; {args.threads} thread(s)")
+
+    with tempfile.TemporaryDirectory(prefix="genlab_bench_") as tmp:
+        for case in training_cases(only, args.steps_scale):
+            print(f"{case.name}: {case.steps} timed steps after {case.warmup}, batch {case.batch_size}", flush=True)
+            bench_training(case, args.reps, args.threads, Path(tmp))
+            for way, values in case.results.items():
+                report[f"{case.name}_{way}_steps_per_s"] = statistics.median(values)
+            report[f"{case.name}_vs_minimal"] = paired_ratio(case, "genlab", "minimal")
+            report[f"{case.name}_vs_dataloader"] = paired_ratio(case, "genlab", "dataloader")
+            report[f"{case.name}_no_bar_vs_minimal"] = paired_ratio(case, "genlab_no_bar", "minimal")
+    if "nll" in only:
+        print(f"nll: k=5000 on {args.nll_images} test images", flush=True)
+        report.update(bench_nll(args.nll_images, args.threads))
+    if "pca" in only:
+        print("pca: 60000x784, 50 components", flush=True)
+        report.update(bench_pca(3))
+    report["load_average_end"] = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    report["harness_seconds"] = time.perf_counter() - started
+
+    print("\nresult                         value")
+    for key, value in report.items():
+        print(f"{key:<34} {value:.3f}" if isinstance(value, float) else f"{key:<34} {value}")
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"bench: wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
