@@ -111,8 +111,14 @@ class MNISTDataModule(ArrayDataModule):
             # Outside a Trainer nobody calls prepare_data; inside one it already ran on each node's rank 0.
             self.prepare_data()
         paths = {key: self._locate(name) for key, name in FILES.items()}
-        x_train, y_train = self._read_pair(paths["train_images"], paths["train_labels"])
-        x_test, y_test = self._read_pair(paths["test_images"], paths["test_labels"])
+        try:
+            x_train, y_train = self._read_pair(paths["train_images"], paths["train_labels"])
+            x_test, y_test = self._read_pair(paths["test_images"], paths["test_labels"])
+        except DataFileError as err:
+            raise DataFileError(
+                f"{err}. Replace the file with an intact copy of the {self.dataset} IDX files, or delete it and"
+                f" run once with data.download=true"
+            ) from None
         return x_train, y_train, x_test, y_test
 
     @staticmethod

@@ -1,0 +1,125 @@
+"""SIGINT / SIGTERM during training: finish the batch, save ``checkpoints/last.ckpt``, stop with a resume hint.
+
+Lightning alone turns Ctrl+C into a KeyboardInterrupt (exit 1, nothing saved unless a callback saves on
+exception) and SIGTERM into a stop at the next batch end (exit 0, nothing saved). With this callback both
+signals stop at the next batch end (or at the end of the validation epoch they arrive in), write the same
+``last.ckpt`` that ``ckpt_path=last`` resumes from, and end the run with :class:`Interrupted`, which
+``python -m genlab`` reports in one line with exit code 128 + the signal number (130 for SIGINT, 143 for
+SIGTERM). A second Ctrl+C while the batch finishes aborts at once, as Python does by default.
+
+Single-process training only: under DDP every rank would have to see the signal at the same batch, which
+Lightning's own SIGTERM handling (``trainer.received_sigterm``) takes care of.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+
+from genlab.checks import one_of
+
+SIGNALS = ("SIGINT", "SIGTERM")
+
+
+class Interrupted(Exception):
+    """The run was stopped by a signal after its checkpoint was saved; ``exit_code`` is 128 + the signal number."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that resumes this Hydra run: its own overrides plus ``ckpt_path=last`` and its run folder.
+
+    ``run_dir`` is used outside Hydra; under Hydra the run's output folder is.
+    """
+    overrides: list[str] = []
+    if HydraConfig.initialized():
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        overrides = [
+            o for o in HydraConfig.get().overrides.task
+            if not o.startswith(("ckpt_path=", "hydra.run.dir=", "+ckpt_path="))
+        ]
+    words = ["python", "-m", "genlab", *overrides, "ckpt_path=last", f"hydra.run.dir={run_dir}"]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+class InterruptCheckpoint(L.Callback):
+    """Turns SIGINT/SIGTERM into: save ``<dirpath>/<filename>.ckpt`` at the next batch end, raise :class:`Interrupted`."""
+
+    def __init__(self, dirpath: str, filename: str = "last", signals: list[str] | tuple[str, ...] = SIGNALS) -> None:
+        super().__init__()
+        for name in signals:
+            one_of("signals", name, SIGNALS)
+        self.dirpath = Path(dirpath)
+        self.filename = filename
+        self.signals = tuple(signals)
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.dirpath / f"{self.filename}.ckpt"
+
+    # -- signal handlers ------------------------------------------------------------------------------
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        # Only record it: saving here could interrupt an optimizer step or a checkpoint write half-way.
+        self.received = signum
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl+C aborts at once
+
+    def _install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # Python allows signal handlers only in the main thread
+        for name in self.signals:
+            signum = getattr(signal, name)
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._handle)
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    # -- Lightning hooks ------------------------------------------------------------------------------
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After Lightning registered its own SIGTERM notifier (Trainer._run), so these handlers replace it.
+        self.received = None
+        self._install()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._stop_if_signalled(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._stop_if_signalled(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore()
+
+    def _stop_if_signalled(self, trainer: L.Trainer) -> None:
+        if self.received is None:
+            return
+        name = signal.Signals(self.received).name
+        trainer.save_checkpoint(self.ckpt_path)
+        self._restore()
+        run_dir = self.dirpath.parent
+        raise Interrupted(
+            f"stopped by {name} at global step {trainer.global_step} (epoch {trainer.current_epoch}); saved "
+            f"{self.ckpt_path}. Resume with: {resume_command(run_dir)}",
+            exit_code=128 + self.received,
+        )
