@@ -23,6 +23,7 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 
+from genlab.checkpoints import LastCheckpoint
 from genlab.checks import one_of
 
 SIGNALS = ("SIGINT", "SIGTERM")
@@ -115,7 +116,8 @@ class InterruptCheckpoint(L.Callback):
         if self.received is None:
             return
         name = signal.Signals(self.received).name
-        trainer.save_checkpoint(self.ckpt_path)
+        # Atomically, like every last.ckpt: a second signal (or a kill) while writing keeps the previous one.
+        LastCheckpoint(self.dirpath, filename=self.filename).save(trainer)
         self._restore()
         run_dir = self.dirpath.parent
         raise Interrupted(
