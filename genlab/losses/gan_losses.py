@@ -96,25 +96,26 @@ class GANLoss(ABC):
         return f"{type(self).__name__}()"
 
 
-class Minimax(GANLoss):
-    """The chapter's game as written: D maximises log D(x) + log(1 - D(G(z))), G minimises log(1 - D(G(z)))."""
-
-    name = "minimax"
+class LogLossGame(GANLoss, ABC):
+    """The chapter's discriminator: D(x) = sigmoid(logit) maximises E[log D(x)] + E[log(1 - D(G(z)))]."""
 
     def discriminator_loss(self, real: Tensor, fake: Tensor) -> Tensor:
         return bce_discriminator_loss(real, fake)
+
+
+class Minimax(LogLossGame):
+    """The chapter's game as written: G minimises log(1 - D(G(z)))."""
+
+    name = "minimax"
 
     def generator_loss(self, fake: Tensor) -> Tensor:
         return minimax_generator_loss(fake)
 
 
-class NonSaturating(GANLoss):
-    """The chapter's modification: the same D, and G minimises -log D(G(z))."""
+class NonSaturating(LogLossGame):
+    """The chapter's modification: G minimises -log D(G(z))."""
 
     name = "nonsaturating"
-
-    def discriminator_loss(self, real: Tensor, fake: Tensor) -> Tensor:
-        return bce_discriminator_loss(real, fake)
 
     def generator_loss(self, fake: Tensor) -> Tensor:
         return nonsaturating_generator_loss(fake)
