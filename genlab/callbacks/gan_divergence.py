@@ -88,10 +88,10 @@ class GANDivergence(L.Callback):
             warnings.warn(
                 f"GAN divergence at global step {trainer.global_step}: the discriminator loss stayed <= "
                 f"{self.detector.d_loss_max} for {self.detector.patience} steps while the generator loss grew "
-                f"from {first:.3g} to {second:.3g} (window means). Try a lower discriminator learning rate, "
-                f"loss=nonsaturating or loss=wgan_gp, or spectral norm in the discriminator.",
+                f"from {first:.3g} to {second:.3g} (window means). Try a lower discriminator learning rate "
+                f"(model.optimizer_d.lr), loss=wgan_gp, or spectral norm in the discriminator.",
                 GANDivergenceWarning,
-                stacklevel=2,
+                stacklevel=1,
             )
         pl_module.log("train/diverged", float(self.detector.diverged), on_step=False, on_epoch=True,
                       reduce_fx="max", batch_size=1)
