@@ -24,6 +24,7 @@ from genlab.checkpoints import ResumableRNG
 from genlab.checks import ConfigError
 from genlab.config import instantiate_checked, validate_config
 from genlab.data.idx import DataFileError
+from genlab.loggers.wandb_run import publish_summary
 from genlab.models.base import NonFiniteError
 
 log = logging.getLogger("genlab")
@@ -112,6 +113,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        publish_summary(trainer.loggers, metrics)  # W&B: final metrics table, then finish the run
         print(f"genlab: run folder {output_dir}")
     return metrics
 

@@ -1,0 +1,97 @@
+"""W&B: the resolved config is the run config, sweep jobs are separate runs grouped by sweep, a summary table and
+images are logged, and a failed online start falls back to offline without stopping training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TINY, read_metrics, run_cli
+from lightning.pytorch.loggers import WandbLogger
+
+import genlab.loggers.wandb_run as wandb_run
+
+NO_LOGGER = [o for o in TINY if not o.startswith("logger=")]
+
+
+def offline_run(run_dir: Path) -> Path:
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def run_record(run: Path) -> bytes:
+    # The .wandb file is W&B's protobuf record log; the run's group, name, job type, tags and config values are
+    # stored in it as plain strings.
+    return next(run.glob("run-*.wandb")).read_bytes()
+
+
+def test_sweep_jobs_are_separate_runs_grouped_by_the_sweep_with_config_table_and_images(tmp_path):
+    sweep = tmp_path / "mysweep"
+    proc = run_cli("-m", "model.latent_dim=2,3", *NO_LOGGER, "logger=wandb", "tags=[genlab_test]",
+                   "logger.wandb.job_type=sweep_test", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ids = set()
+    for job, latent in (("0", 2), ("1", 3)):
+        run = offline_run(sweep / job)
+        ids.add(run.name.rsplit("-", 1)[-1])
+        record = run_record(run)
+        assert b"train-mysweep" in record  # group: <task_name>-<sweep folder>
+        assert f"{job}: ".encode() in record and b"sweep_test" in record and b"genlab_test" in record
+        assert f'"latent_dim":{latent}'.encode() in record  # the resolved config is the run config
+        tables = list((run / "files" / "media" / "table" / "summary").glob("metrics_*.table.json"))
+        table = dict(json.loads(tables[0].read_text())["data"])
+        metrics = read_metrics(sweep / job)
+        assert table["val/loss"] == metrics["val/loss"] and table["test/recon"] == metrics["test/recon"]
+        images = {p.name.split("_")[0] for p in (run / "files" / "media" / "images").rglob("*.png")}
+        assert {"reconstructions", "latent"} <= images
+    assert len(ids) == 2, "each sweep job must be its own W&B run"
+
+
+def test_unreachable_server_falls_back_offline_and_training_completes(tmp_path):
+    run_dir = tmp_path / "run"
+    env = {"WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    proc = run_cli(*NO_LOGGER, "logger=wandb", "logger.wandb.init_timeout=5", f"hydra.run.dir={run_dir}", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "http://127.0.0.1:9 is unreachable; logging offline instead" in proc.stderr
+    assert "wandb sync" in proc.stderr
+    offline_run(run_dir)
+    assert read_metrics(run_dir)["val/loss"] >= 0
+
+
+class _RefusedOnline(WandbLogger):
+    """A WandbLogger whose online start fails as with a bad API key; offline starts work."""
+
+    @property
+    def experiment(self):  # noqa: ANN201
+        if not self._offline:
+            raise RuntimeError("permission denied: invalid API key")
+        return super().experiment
+
+
+def test_a_failed_online_start_falls_back_offline(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(wandb_run, "WandbLogger", _RefusedOnline)
+    monkeypatch.setattr(wandb_run, "server_reachable", lambda url, timeout: True)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    logger = wandb_run.make_wandb_logger(mode="online", save_dir=tmp_path)
+    try:
+        assert logger._offline
+        assert "could not start online (permission denied: invalid API key)" in capsys.readouterr().err
+        wandb_run.publish_summary([logger], {"val/loss": 1.5, "model": "ae"})
+    finally:
+        import wandb
+
+        wandb.finish()
+    table = next((tmp_path / "wandb").glob("offline-run-*/files/media/table/summary/metrics_*.table.json"))
+    assert json.loads(table.read_text())["data"] == [["val/loss", 1.5]]
+
+
+def test_bad_settings_are_refused():
+    from genlab.checks import ConfigError
+
+    with pytest.raises(ConfigError, match="logger.wandb.mode='cloud'"):
+        wandb_run.make_wandb_logger(mode="cloud")
+    with pytest.raises(ConfigError, match="logger.wandb.init_timeout=0"):
+        wandb_run.make_wandb_logger(init_timeout=0)
