@@ -44,6 +44,8 @@ class GenerativeModule(L.LightningModule):
         self.grad_clip_norm = grad_clip_norm
         # Filled by genlab.train with the resolved run config; stored in checkpoints as plain data.
         self.run_config: dict[str, Any] | None = None
+        # Training metrics summed between the batches that hand them to Lightning (see log_stage).
+        self._pending_train_metrics: dict[tuple[Any, ...], tuple[Tensor, int]] = {}
 
     @property
     def data_dim(self) -> int:
@@ -74,19 +76,62 @@ class GenerativeModule(L.LightningModule):
         if self.grad_clip_norm is not None:
             norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
         else:
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+            # The same norm of the per-tensor norms, computed by fused foreach kernels rather than a Python loop.
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         self.ensure_finite(norm, f"gradient norm of {what}")
         optimizer.step()
 
     # -- evaluation ---------------------------------------------------------------------------
     def log_stage(self, stage: str, metrics: dict[str, Tensor], batch_size: int, **kwargs: Any) -> None:
-        """Log ``metrics`` as ``<stage>/<name>``, averaged over the epoch and synced across processes."""
-        self.log_dict(
-            {f"{stage}/{k}": v for k, v in metrics.items()},
-            batch_size=batch_size,
-            sync_dist=stage != "train",
-            **kwargs,
+        """Log ``metrics`` as ``<stage>/<name>``, averaged over the epoch and synced across processes.
+
+        Training metrics logged both per step and per epoch reach Lightning only on the batches whose step values
+        the loggers write (every ``trainer.log_every_n_steps``-th, or when training stops) and on the epoch's first
+        and last batches. In between they are summed here, one tensor op a batch, because each ``self.log`` call costs about
+        as much as a small model's whole step on CPU. On a logged batch the skipped batches go to Lightning first
+        as their batch-size-weighted mean with their total batch size, then the batch's own values: the epoch
+        means still average every batch, and each logged step value is that batch's own.
+        """
+        logged = {f"{stage}/{k}": v for k, v in metrics.items()}
+        if stage == "train" and kwargs.get("on_step") and kwargs.get("on_epoch") and "reduce_fx" not in kwargs:
+            skipped = self._defer_train_metrics(logged, batch_size, kwargs)
+            if skipped is None:
+                return
+            means, total = skipped
+            if total:
+                self.log_dict(means, batch_size=total, sync_dist=False, **kwargs)
+        self.log_dict(logged, batch_size=batch_size, sync_dist=stage != "train", **kwargs)
+
+    def _defer_train_metrics(
+        self, logged: dict[str, Any], batch_size: int, kwargs: dict[str, Any]
+    ) -> tuple[dict[str, Tensor], int] | None:
+        """Add a batch to the running sums; None while deferring, else the skipped batches' means and total size."""
+        key = (tuple(logged), tuple(sorted(kwargs.items())))
+        pending = self._pending_train_metrics
+        if self._train_metrics_due():
+            sums, total = pending.pop(key, (None, 0))
+            return ({} if sums is None else dict(zip(logged, sums / total))), total
+        values = torch.stack(
+            [torch.as_tensor(v).detach().to(self.device, torch.get_default_dtype()).reshape(()) for v in logged.values()]
         )
+        sums, total = pending.get(key, (torch.zeros_like(values), 0))
+        pending[key] = (sums + values * batch_size, total + batch_size)
+        return None
+
+    def _train_metrics_due(self) -> bool:
+        """Whether this training batch hands its metrics to Lightning: a logging step, a stop, an epoch's first or last.
+
+        The first batch is never held back, so a model that logs only on some batches (its first and the logging
+        steps, like the GAN) loses nothing at the epoch's end.
+        """
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        try:
+            loop = trainer.fit_loop.epoch_loop
+            return bool(trainer._logger_connector.should_update_logs or loop._is_training_done or loop.batch_idx == 0)
+        except AttributeError:  # another Lightning's internals: hand every batch over, as self.log does
+            return True
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
