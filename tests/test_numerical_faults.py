@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import math
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,7 @@ EXPLODING = [
 # A discriminator 10^4 times faster than its generator wins within a few dozen steps on ring8.
 D_WINS = [
     "model=gan", "data=ring8", "model.optimizer_g.lr=1e-6", "model.optimizer_d.lr=1e-2", "model.sample_metrics=false",
-    "callbacks.gan_divergence.patience=10", "trainer.max_epochs=1", "trainer.limit_train_batches=25",
+    "callbacks.gan_divergence.patience=10", "trainer.log_every_n_steps=1", "trainer.max_epochs=1", "trainer.limit_train_batches=25",
     "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "logger=csv", "test=false",
 ]
 
@@ -86,9 +87,9 @@ def test_a_gan_whose_discriminator_wins_is_reported_as_warning_and_metric(cli_ru
 
 
 # -- the detector on synthetic loss sequences ------------------------------------------------------------
-def feed(detector: DivergenceDetector, pairs: list[tuple[float, float]]) -> list[int]:
-    """The indices of the steps on which ``detector`` reports divergence."""
-    return [i for i, (d, g) in enumerate(pairs) if detector.update(d, g)]
+def feed(detector: DivergenceDetector, pairs: list[tuple[float, float]], every: int = 1) -> list[int]:
+    """The indices of the observations (one per ``every`` batches) on which ``detector`` reports divergence."""
+    return [i for i, (d, g) in enumerate(pairs) if detector.update((i + 1) * every, d, g)]
 
 
 def test_detector_fires_once_after_patience_steps_of_d_near_zero_and_g_growing():
@@ -111,6 +112,28 @@ def test_detector_fires_once_after_patience_steps_of_d_near_zero_and_g_growing()
 )
 def test_detector_stays_quiet_without_a_sustained_divergence(pairs):
     assert feed(DivergenceDetector(patience=10, d_loss_max=0.05), pairs) == []
+
+
+def test_detector_counts_batches_whatever_the_logging_cadence():
+    # Losses observed every 5th batch (the loggers' cadence): the streak starts at batch 55, so 20 batches of
+    # it have passed at batch 74, and the first observation after that, batch 75, reports it.
+    pairs = [(0.7, 0.7)] * 10 + [(0.01, 2.0 + 0.1 * i) for i in range(10)]
+    assert [(i + 1) * 5 for i in feed(DivergenceDetector(patience=20), pairs, every=5)] == [75]
+
+
+def test_detector_state_survives_a_checkpoint():
+    first, resumed = DivergenceDetector(patience=10), DivergenceDetector(patience=10)
+    pairs = [(0.01, 2.0 + 0.1 * i) for i in range(20)]
+    for i, (d, g) in enumerate(pairs[:6]):
+        first.update(i + 1, d, g)
+    resumed.load_state_dict(torch.load(io.BytesIO(save(first.state_dict())), weights_only=True))
+    assert [i for i, (d, g) in enumerate(pairs) if i >= 6 and resumed.update(i + 1, d, g)] == [9]
+
+
+def save(obj: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
 def test_detector_growth_threshold_and_bad_settings():

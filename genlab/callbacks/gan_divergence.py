@@ -1,4 +1,7 @@
-"""GAN divergence: the discriminator loss stays near 0 while the generator loss grows, for ``patience`` steps.
+"""GAN divergence: the discriminator loss stays near 0 while the generator loss grows, for ``patience`` batches.
+
+The losses are read on the batches where the GAN logs them (each epoch's first and every
+``trainer.log_every_n_steps``-th), so that is the detector's resolution; ``patience`` counts batches.
 
 Reported once as a Python warning naming the step, and as the metric ``train/diverged`` (0 or 1, sticky: 1
 once detected), which lands in the CSV/W&B logs and in metrics.json. The run goes on: a diverged GAN can
@@ -26,8 +29,9 @@ class GANDivergenceWarning(UserWarning):
 
 
 class DivergenceDetector:
-    """Feeds on (d_loss, g_loss) pairs; diverged once the last ``patience`` pairs all have d_loss <= ``d_loss_max``
-    and the mean g_loss of the window's second half exceeds that of its first half by more than ``min_g_growth``.
+    """Fed ``(batch, d_loss, g_loss)`` observations, at any cadence; diverged once the discriminator loss has stayed
+    <= ``d_loss_max`` over the last ``patience`` batches and, over those batches, the mean generator loss of the
+    later half of the observations exceeds that of the earlier half by more than ``min_g_growth``.
     """
 
     def __init__(self, patience: int = 200, d_loss_max: float = 0.05, min_g_growth: float = 0.0) -> None:
@@ -36,24 +40,41 @@ class DivergenceDetector:
             raise ConfigError(f"patience={patience!r} is not accepted: expected an integer >= 2")
         self.d_loss_max = float(positive("d_loss_max", d_loss_max))
         self.min_g_growth = float(positive("min_g_growth", min_g_growth, allow_zero=True))
-        self.window: deque[tuple[float, float]] = deque(maxlen=self.patience)
+        self.streak_start: int | None = None  # first batch of the current run of d_loss <= d_loss_max
+        self.window: deque[tuple[int, float]] = deque()  # (batch, g_loss) of that run within the last patience batches
         self.diverged = False
-        self.growth = (0.0, 0.0)  # mean g_loss of the first and second half of the window at detection
+        self.growth = (0.0, 0.0)  # mean g_loss of the earlier and the later half of the window at detection
 
-    def update(self, d_loss: float, g_loss: float) -> bool:
-        """Record one step; True exactly on the step divergence is first detected."""
-        self.window.append((float(d_loss), float(g_loss)))
-        if self.diverged or len(self.window) < self.patience:
+    def update(self, batch: int, d_loss: float, g_loss: float) -> bool:
+        """Record the losses observed at ``batch``; True exactly on the observation where divergence is first found."""
+        if self.diverged:
             return False
-        if any(d > self.d_loss_max for d, _ in self.window):
+        if d_loss > self.d_loss_max:
+            self.streak_start, self.window = None, deque()
             return False
-        g = [g for _, g in self.window]
-        half = self.patience // 2
-        first, second = sum(g[:half]) / half, sum(g[-half:]) / half
-        if second - first > self.min_g_growth:
-            self.diverged, self.growth = True, (first, second)
+        if self.streak_start is None:
+            self.streak_start = batch
+        self.window.append((batch, float(g_loss)))
+        while self.window[0][0] < batch - self.patience:  # keep the observations of the last patience batches
+            self.window.popleft()
+        if batch - self.streak_start + 1 < self.patience or len(self.window) < 2:
+            return False
+        g = [value for _, value in self.window]
+        half = len(g) // 2
+        earlier, later = sum(g[:half]) / half, sum(g[-half:]) / half
+        if later - earlier > self.min_g_growth:
+            self.diverged, self.growth = True, (earlier, later)
             return True
         return False
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data for the checkpoint (``weights_only``-safe)."""
+        return {"streak_start": self.streak_start, "window": [list(o) for o in self.window], "diverged": self.diverged}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.streak_start = state.get("streak_start")
+        self.window = deque((int(b), float(g)) for b, g in state.get("window", []))
+        self.diverged = bool(state.get("diverged", False))
 
 
 class GANDivergence(L.Callback):
@@ -62,6 +83,7 @@ class GANDivergence(L.Callback):
     def __init__(self, patience: int = 200, d_loss_max: float = 0.05, min_g_growth: float = 0.0) -> None:
         super().__init__()
         self.detector = DivergenceDetector(patience, d_loss_max, min_g_growth)
+        self.batches = 0  # training batches seen, across epochs (the detector's clock)
 
     @staticmethod
     def applies_to(pl_module: L.LightningModule) -> bool:
@@ -76,20 +98,30 @@ class GANDivergence(L.Callback):
             return float(value)
         return None
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if not self.applies_to(pl_module):
+    @staticmethod
+    def _logged_this_batch(trainer: L.Trainer, batch_idx: int) -> bool:
+        # The GAN hands its training losses to Lightning only on each epoch's first batch and on the batches the
+        # loggers write (GAN._logs_this_step); on the others callback_metrics still holds older values.
+        connector = getattr(trainer, "_logger_connector", None)
+        return batch_idx == 0 or connector is None or bool(connector.should_update_logs)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self.batches += 1
+        if not self.applies_to(pl_module) or not self._logged_this_batch(trainer, batch_idx):
             return
         metrics = trainer.callback_metrics
         d_loss, g_loss = self._step_value(metrics, "train/d_loss"), self._step_value(metrics, "train/g_loss")
         if d_loss is None or g_loss is None:
             return
-        if self.detector.update(d_loss, g_loss):
-            first, second = self.detector.growth
+        if self.detector.update(self.batches, d_loss, g_loss):
+            earlier, later = self.detector.growth
             warnings.warn(
                 f"GAN divergence at global step {trainer.global_step}: the discriminator loss stayed <= "
-                f"{self.detector.d_loss_max} for {self.detector.patience} steps while the generator loss grew "
-                f"from {first:.3g} to {second:.3g} (window means). Try a lower discriminator learning rate "
-                f"(model.optimizer_d.lr), loss=wgan_gp, or spectral norm in the discriminator.",
+                f"{self.detector.d_loss_max} for {self.detector.patience} batches while the generator loss grew "
+                f"from {earlier:.3g} to {later:.3g} (means of the observations). Try a lower discriminator learning "
+                f"rate (model.optimizer_d.lr), loss=wgan_gp, or spectral norm in the discriminator.",
                 GANDivergenceWarning,
                 stacklevel=1,
             )
@@ -97,8 +129,8 @@ class GANDivergence(L.Callback):
                       reduce_fx="max", batch_size=1)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"window": list(self.detector.window), "diverged": self.detector.diverged}
+        return {"batches": self.batches, "detector": self.detector.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.detector.window.extend(tuple(p) for p in state_dict.get("window", []))
-        self.detector.diverged = bool(state_dict.get("diverged", False))
+        self.batches = int(state_dict.get("batches", 0))
+        self.detector.load_state_dict(state_dict.get("detector", {}))
