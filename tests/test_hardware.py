@@ -75,3 +75,40 @@ def test_bf16_mixed_on_cpu_for_the_autoencoder_and_vae_families(tmp_path):
         state = load_genlab_checkpoint(sweep / str(job) / "checkpoints" / "last.ckpt")
         # Mixed precision keeps the weights in float32; only the computation runs in bfloat16.
         assert all(t.dtype == torch.float32 for t in state["state_dict"].values() if t.is_floating_point())
+
+
+def _fp16_run(init_scale: float, steps: int, grad_clip_norm: float | None) -> tuple[torch.Tensor, float]:
+    """(parameter change, final loss scale) of an AE trained ``steps`` SGD(lr=1) steps under float16 autocast with a
+    GradScaler: the 16-mixed path of a GPU, run on the CPU through Lightning's MixedPrecision plugin."""
+    import functools
+
+    import lightning as L
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from genlab.data.digits import DigitsDataModule
+    from genlab.models.autoencoder import Autoencoder
+    from genlab.nets.mlp import MLP
+
+    L.seed_everything(0)
+    datamodule = DigitsDataModule(batch_size=64)
+    model = Autoencoder(datamodule.data_shape, functools.partial(MLP, hidden=[32]), functools.partial(MLP, hidden=[32]),
+                        functools.partial(torch.optim.SGD, lr=1.0), latent_dim=2, grad_clip_norm=grad_clip_norm)
+    before = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=init_scale))
+    trainer = L.Trainer(accelerator="cpu", plugins=[plugin], max_steps=steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(model, datamodule=datamodule)
+    after = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+    return after - before, plugin.scaler.get_scale()
+
+
+def test_16_mixed_loss_scaling_skips_overflowing_steps_and_clips_true_gradients():
+    # At the default scale 2^16 the first float16 backward overflows: the scaler must skip that step and lower
+    # the scale (a guarded step that raised on the non-finite scaled gradient would stop training here).
+    change, scale = _fp16_run(init_scale=2.0**16, steps=4, grad_clip_norm=None)
+    assert scale < 2.0**16 and torch.isfinite(change).all() and change.abs().sum() > 0
+    # One step at a scale that does not overflow: with lr=1 the update is the clipped gradient, whose norm is
+    # the clip threshold on the true (unscaled) gradient, not threshold / scale.
+    change, scale = _fp16_run(init_scale=2.0**10, steps=1, grad_clip_norm=1e-3)
+    assert scale == 2.0**10
+    assert change.norm().item() == pytest.approx(1e-3, rel=1e-2)

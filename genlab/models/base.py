@@ -73,12 +73,18 @@ class GenerativeModule(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        # Under 16-mixed the gradients here are still multiplied by the GradScaler's scale (it unscales inside
+        # optimizer.step), so clip at scale * max_norm; and an overflowing step is expected now and then: the
+        # scaler skips it and lowers the scale, so a non-finite norm is only an error without a scaler.
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        scale = float(scaler.get_scale()) if scaler is not None else 1.0
         if self.grad_clip_norm is not None:
-            norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
+            norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm * scale)
         else:
             # The same norm of the per-tensor norms, computed by fused foreach kernels rather than a Python loop.
             norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        self.ensure_finite(norm, f"gradient norm of {what}")
+        if scaler is None:
+            self.ensure_finite(norm, f"gradient norm of {what}")
         optimizer.step()
 
     # -- evaluation ---------------------------------------------------------------------------
