@@ -62,9 +62,12 @@ def test_ddp_gan_with_bf16_mixed_on_two_cpu_processes(tmp_path):
 
 def test_bf16_mixed_on_cpu_for_the_autoencoder_and_vae_families(tmp_path):
     sweep = tmp_path / "bf16"
-    models = ["ae", "vae", "iwae", "vade"]
+    models = ["ae", "vae", "vade"]  # iwae is the vae class with another objective
+    # test=false: the training and validation steps are what run in bf16; the VAE test stage's log p(x)
+    # estimate (5000 importance samples) would only add time.
     proc = run_cli("-m", f"model={','.join(models)}", "data=digits", "model.encoder.hidden=[32]",
-                   "model.decoder.hidden=[32]", "trainer.precision=bf16-mixed", *TINY, f"hydra.sweep.dir={sweep}")
+                   "model.decoder.hidden=[32]", "trainer.precision=bf16-mixed", "test=false", *TINY,
+                   f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "bfloat16" in proc.stdout + proc.stderr
     for job, model in enumerate(models):

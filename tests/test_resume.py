@@ -60,27 +60,27 @@ def final_state(run_dir: Path) -> dict:
 
 
 def test_sigkilled_runs_resume_to_the_uninterrupted_result(tmp_path):
-    killed = tmp_path / "killed"
-    procs = {m: start_killable(m, killed / str(i)) for i, m in enumerate(MODELS)}
-    for i, model in enumerate(MODELS):
-        kill_after_first_checkpoint(procs[model], killed / str(i) / "checkpoints" / "last.ckpt")
-        state = load_genlab_checkpoint(killed / str(i) / "checkpoints" / "last.ckpt")
+    # Killed runs live in <sweep>/<model>_last, so that one sweep over ckpt_path=null,last below runs the
+    # uninterrupted references (<model>_None) and resumes the killed runs (same command + ckpt_path=last).
+    sweep = tmp_path / "sweep"
+    killed = {m: sweep / f"{m}_last" for m in MODELS}
+    procs = {m: start_killable(m, killed[m]) for m in MODELS}
+    for model in MODELS:
+        kill_after_first_checkpoint(procs[model], killed[model] / "checkpoints" / "last.ckpt")
+        state = load_genlab_checkpoint(killed[model] / "checkpoints" / "last.ckpt")
         loader = state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
         # The premise: the run died mid-way through its first epoch, after a step checkpoint.
         batches = state["global_step"] // STEPS_PER_BATCH[model]
         assert state["epoch"] == 0 and 0 < batches < BATCHES_PER_EPOCH
         assert loader == {"epoch": 0, "batches_served": batches}
-        assert not (killed / str(i) / "metrics.json").exists()
+        assert not (killed[model] / "metrics.json").exists()
 
-    # The same command plus ckpt_path=last in the killed runs' folders (jobs 0 and 1 of a sweep over them),
-    # and the uninterrupted reference runs.
-    reference = tmp_path / "reference"
-    for sweep, extra in ((killed, ["ckpt_path=last"]), (reference, [])):
-        proc = run_cli("-m", f"model={','.join(MODELS)}", *overrides("ae")[1:], *extra, f"hydra.sweep.dir={sweep}")
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli("-m", f"model={','.join(MODELS)}", "ckpt_path=null,last", *overrides("ae")[1:],
+                   f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra:runtime.choices.model}_${ckpt_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
-    for i, model in enumerate(MODELS):
-        resumed, uninterrupted = final_state(killed / str(i)), final_state(reference / str(i))
+    for model in MODELS:
+        resumed, uninterrupted = final_state(killed[model]), final_state(sweep / f"{model}_None")
         assert resumed["global_step"] == uninterrupted["global_step"] == 2 * BATCHES_PER_EPOCH * STEPS_PER_BATCH[model]
         assert resumed["state_dict"].keys() == uninterrupted["state_dict"].keys()
         for name, tensor in uninterrupted["state_dict"].items():
@@ -90,7 +90,7 @@ def test_sigkilled_runs_resume_to_the_uninterrupted_result(tmp_path):
             for pid, moments in opt_u["state"].items():
                 for key, value in moments.items():
                     assert torch.equal(torch.as_tensor(opt_r["state"][pid][key]), torch.as_tensor(value)), (model, key)
-        assert read_metrics(killed / str(i)) == read_metrics(reference / str(i)), model
+        assert read_metrics(killed[model]) == read_metrics(sweep / f"{model}_None"), model
 
 
 def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -19,11 +20,12 @@ MODELS = ["vae", "ae", "gan"]
 def runs(tmp_path_factory):
     """Run folders of a VAE and an AE on digits (8x8 images) and a GAN on ring8 (2-D points), by model name."""
     root = tmp_path_factory.mktemp("sample_runs")
-    procs = [
-        run_cli("-m", "model=vae,ae", "data=digits", *TINY, f"hydra.sweep.dir={root / 'digits'}"),
-        run_cli("model=gan", "data=ring8", "data.n_train=512", "model.eval_samples=200", *TINY,
-                f"hydra.run.dir={root / 'gan'}"),
-    ]
+    # Two processes side by side (each mostly imports and tiny training).
+    with ThreadPoolExecutor(2) as pool:
+        procs = list(pool.map(lambda args: run_cli(*args), [
+            ("-m", "model=vae,ae", "data=digits", *TINY, f"hydra.sweep.dir={root / 'digits'}"),
+            ("model=gan", "data=ring8", "data.n_train=512", "model.eval_samples=200", *TINY, f"hydra.run.dir={root / 'gan'}"),
+        ]))
     for proc in procs:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return {"vae": root / "digits" / "0", "ae": root / "digits" / "1", "gan": root / "gan"}

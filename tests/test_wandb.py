@@ -27,11 +27,28 @@ def run_record(run: Path) -> bytes:
     return next(run.glob("run-*.wandb")).read_bytes()
 
 
-def test_sweep_jobs_are_separate_runs_grouped_by_the_sweep_with_config_table_and_images(tmp_path):
-    sweep = tmp_path / "mysweep"
-    proc = run_cli("-m", "model.latent_dim=2,3", *NO_LOGGER, "logger=wandb", "tags=[genlab_test]",
-                   "logger.wandb.job_type=sweep_test", f"hydra.sweep.dir={sweep}")
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A two-job sweep told to log online to an unreachable W&B server (loopback port 9) with a bogus key."""
+    sweep = tmp_path_factory.mktemp("wandb") / "mysweep"
+    env = {"WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    proc = run_cli("-m", "model.latent_dim=2,3", *NO_LOGGER, "logger=wandb", "logger.wandb.init_timeout=5",
+                   "tags=[genlab_test]", "logger.wandb.job_type=sweep_test", f"hydra.sweep.dir={sweep}", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return sweep, proc
+
+
+def test_unreachable_server_falls_back_offline_and_training_completes(sweep):
+    sweep, proc = sweep
+    assert proc.stderr.count("http://127.0.0.1:9 is unreachable; logging offline instead") == 2  # once per job
+    assert "wandb sync" in proc.stderr
+    for job in ("0", "1"):
+        offline_run(sweep / job)
+        assert read_metrics(sweep / job)["val/loss"] >= 0
+
+
+def test_sweep_jobs_are_separate_runs_grouped_by_the_sweep_with_config_table_and_images(sweep):
+    sweep, _ = sweep
     ids = set()
     for job, latent in (("0", 2), ("1", 3)):
         run = offline_run(sweep / job)
@@ -47,17 +64,6 @@ def test_sweep_jobs_are_separate_runs_grouped_by_the_sweep_with_config_table_and
         images = {p.name.split("_")[0] for p in (run / "files" / "media" / "images").rglob("*.png")}
         assert {"reconstructions", "latent"} <= images
     assert len(ids) == 2, "each sweep job must be its own W&B run"
-
-
-def test_unreachable_server_falls_back_offline_and_training_completes(tmp_path):
-    run_dir = tmp_path / "run"
-    env = {"WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
-    proc = run_cli(*NO_LOGGER, "logger=wandb", "logger.wandb.init_timeout=5", f"hydra.run.dir={run_dir}", env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "http://127.0.0.1:9 is unreachable; logging offline instead" in proc.stderr
-    assert "wandb sync" in proc.stderr
-    offline_run(run_dir)
-    assert read_metrics(run_dir)["val/loss"] >= 0
 
 
 class _RefusedOnline(WandbLogger):
