@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.mixture import GaussianMixture
+from test_vae_model import quiet_trainer
 
 from genlab.checks import ConfigError
 from genlab.data.digits import DigitsDataModule
@@ -28,17 +29,7 @@ def build(cls, seed: int = 0, **kwargs):
 
 
 def trainer(tmp_path, epochs: int) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=epochs,
-        limit_train_batches=5,
-        limit_val_batches=2,
-        limit_test_batches=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    return quiet_trainer(tmp_path, max_epochs=epochs, limit_train_batches=5, limit_val_batches=2, limit_test_batches=2)
 
 
 def test_one_standard_component_gives_the_vae_objective_and_likelihood() -> None:

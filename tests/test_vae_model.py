@@ -25,6 +25,12 @@ def tiny_vae(seed: int = 0, **kwargs) -> VAE:
     return VAE(SHAPE, encoder=net, decoder=net, latent_dim=3, **kwargs)
 
 
+def quiet_trainer(tmp_path, **options) -> L.Trainer:
+    """A CPU Trainer that writes nothing; ``options`` (epochs, batch limits) go to lightning.Trainer."""
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    return L.Trainer(**quiet, enable_model_summary=False, default_root_dir=tmp_path, **options)
+
+
 def batch(n: int = 6, seed: int = 1) -> torch.Tensor:
     return torch.rand(n, *SHAPE, generator=torch.Generator().manual_seed(seed))
 
@@ -103,17 +109,7 @@ def test_bad_settings_fail_in_the_constructor_naming_the_key(kwargs: dict, key: 
 def test_fit_and_test_log_the_vae_metrics(tmp_path) -> None:
     dm = DigitsDataModule(batch_size=64, binarize="dynamic")
     model = tiny_vae(objective="iwae", k=3, eval_k=40, eval_chunk=16)
-    trainer = L.Trainer(
-        max_epochs=2,
-        limit_train_batches=6,
-        limit_val_batches=2,
-        limit_test_batches=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=2, limit_train_batches=6, limit_val_batches=2, limit_test_batches=2)
     trainer.fit(model, datamodule=dm)
     val = trainer.callback_metrics
     assert {"val/elbo", "val/loss", "val/recon", "val/kl", "val/bound", "val/active_units"} <= set(val)
@@ -135,15 +131,6 @@ def test_lr_schedules_follow_the_papers() -> None:
 
 def test_step_schedule_is_stepped_once_per_epoch_under_manual_optimization(tmp_path) -> None:
     model = tiny_vae(lr_schedule="step", lr_decay=0.5, lr_decay_every=1)
-    trainer = L.Trainer(
-        max_epochs=2,
-        limit_train_batches=2,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=0)
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(3e-3 * 0.25)
