@@ -101,7 +101,7 @@ class LastCheckpoint(Checkpoint):
     def save(self, trainer: L.Trainer) -> None:
         """Write the trainer's full state to :attr:`path` through a temporary file (all ranks must call this)."""
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp)  # collective: rank zero writes, every rank waits
+        trainer.save_checkpoint(tmp, weights_only=False)  # the full state; collective: rank zero writes, all wait
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         self._saved_at = trainer.global_step
