@@ -105,6 +105,7 @@ class InterruptCheckpoint(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
+        self._stop_if_signalled(trainer)  # a signal after the last batch's check: stop before the test stage
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
