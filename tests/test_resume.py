@@ -17,20 +17,24 @@ from conftest import REPO, read_metrics, run_cli
 from genlab.checkpoints import CheckpointError, load_genlab_checkpoint, rng_states, set_rng_states
 
 TESTS = Path(__file__).resolve().parent
-MODELS = ["ae", "gan"]
-STEPS_PER_BATCH = {"ae": 1, "gan": 2}  # global_step counts optimizer steps: the GAN takes a D and a G step per batch
-BATCHES_PER_EPOCH = 8  # data.n_train=2048 / data.batch_size=256
-# Two epochs on a small ring8 (the AE and the GAN both train on it), deterministic, a checkpoint every 3 steps.
-COMMON = [
-    "data=ring8", "data.n_train=2048", "data.n_val=256", "data.n_test=256", "data.batch_size=256",
-    "model.eval_samples=500", "trainer.max_epochs=2", "trainer.deterministic=true",
-    "trainer.enable_progress_bar=false", "logger=csv", "callbacks.last_checkpoint.every_n_train_steps=3",
-]
+STEPS_PER_BATCH = {"ae": 1, "gan": 2, "vae": 1}  # global_step counts optimizer steps: the GAN takes a D and a G step
+MIN_BATCHES_PER_EPOCH = 8  # ring8: 2048 / 256; digits: ~1294 / 128
+COMMON = ["trainer.max_epochs=2", "trainer.deterministic=true", "trainer.enable_progress_bar=false", "logger=csv",
+          "callbacks.last_checkpoint.every_n_train_steps=3"]
+# Models that share a data set, and the overrides of all their runs (killed, resumed, uninterrupted).
+GROUPS = {
+    # The AE (no randomness in training) and the GAN (noise from the global RNG, two optimizers).
+    "ring8": (["ae", "gan"], ["data=ring8", "data.n_train=2048", "data.n_val=256", "data.n_test=256",
+                              "data.batch_size=256"]),
+    # The VAE (reparameterisation noise) with a learning rate halved every epoch by a scheduler.
+    "digits": (["vae"], ["data=digits", "model.lr_schedule=step", "model.lr_decay=0.5", "model.lr_decay_every=1",
+                         "model.eval_k=10"]),
+}
+GROUP_OF = {model: group for group, (models, _) in GROUPS.items() for model in models}
 
 
 def overrides(model: str) -> list[str]:
-    # eval_samples is a GAN key; the AE run drops it.
-    return [f"model={model}", *(o for o in COMMON if model == "gan" or not o.startswith("model.eval_samples"))]
+    return [f"model={model}", *GROUPS[GROUP_OF[model]][1], *COMMON]
 
 
 def start_killable(model: str, run_dir: Path) -> subprocess.Popen:
@@ -60,37 +64,44 @@ def final_state(run_dir: Path) -> dict:
 
 
 def test_sigkilled_runs_resume_to_the_uninterrupted_result(tmp_path):
-    # Killed runs live in <sweep>/<model>_last, so that one sweep over ckpt_path=null,last below runs the
-    # uninterrupted references (<model>_None) and resumes the killed runs (same command + ckpt_path=last).
+    # Killed runs live in <sweep>/<model>_last, so that one sweep per group over ckpt_path=null,last runs the
+    # uninterrupted references (<model>_None) and resumes the killed runs (the same command + ckpt_path=last).
     sweep = tmp_path / "sweep"
-    killed = {m: sweep / f"{m}_last" for m in MODELS}
-    procs = {m: start_killable(m, killed[m]) for m in MODELS}
-    for model in MODELS:
+    killed = {m: sweep / f"{m}_last" for m in GROUP_OF}
+    procs = {m: start_killable(m, killed[m]) for m in GROUP_OF}
+    for model in GROUP_OF:
         kill_after_first_checkpoint(procs[model], killed[model] / "checkpoints" / "last.ckpt")
         state = load_genlab_checkpoint(killed[model] / "checkpoints" / "last.ckpt")
         loader = state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
         # The premise: the run died mid-way through its first epoch, after a step checkpoint.
         batches = state["global_step"] // STEPS_PER_BATCH[model]
-        assert state["epoch"] == 0 and 0 < batches < BATCHES_PER_EPOCH
+        assert state["epoch"] == 0 and 0 < batches < MIN_BATCHES_PER_EPOCH
         assert loader == {"epoch": 0, "batches_served": batches}
         assert not (killed[model] / "metrics.json").exists()
 
-    proc = run_cli("-m", f"model={','.join(MODELS)}", "ckpt_path=null,last", *overrides("ae")[1:],
-                   f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra:runtime.choices.model}_${ckpt_path}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    for models, group_overrides in GROUPS.values():
+        proc = run_cli("-m", f"model={','.join(models)}", "ckpt_path=null,last", *group_overrides, *COMMON,
+                       f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra:runtime.choices.model}_${ckpt_path}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
 
-    for model in MODELS:
+    for model in GROUP_OF:
         resumed, uninterrupted = final_state(killed[model]), final_state(sweep / f"{model}_None")
-        assert resumed["global_step"] == uninterrupted["global_step"] == 2 * BATCHES_PER_EPOCH * STEPS_PER_BATCH[model]
+        assert resumed["epoch"] == uninterrupted["epoch"] == 1
+        assert resumed["global_step"] == uninterrupted["global_step"] >= 2 * MIN_BATCHES_PER_EPOCH
         assert resumed["state_dict"].keys() == uninterrupted["state_dict"].keys()
         for name, tensor in uninterrupted["state_dict"].items():
             assert torch.equal(resumed["state_dict"][name], tensor), f"{model}: {name} differs after resume"
         assert len(resumed["optimizer_states"]) == (2 if model == "gan" else 1)
         for opt_r, opt_u in zip(resumed["optimizer_states"], uninterrupted["optimizer_states"]):
+            assert opt_r["param_groups"] == opt_u["param_groups"]
             for pid, moments in opt_u["state"].items():
                 for key, value in moments.items():
                     assert torch.equal(torch.as_tensor(opt_r["state"][pid][key]), torch.as_tensor(value)), (model, key)
+        assert resumed["lr_schedulers"] == uninterrupted["lr_schedulers"]
         assert read_metrics(killed[model]) == read_metrics(sweep / f"{model}_None"), model
+    # The scheduler ran through the resume: two epochs of halving.
+    vae = final_state(killed["vae"])
+    assert vae["lr_schedulers"] and vae["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-3 / 4)
 
 
 def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
