@@ -36,6 +36,8 @@ def _matches(value: Any, hint: Any) -> bool:
     """Whether a plain config value (after resolution) can stand for a parameter annotated ``hint``."""
     if hint is Any or value is None and _allows_none(hint):
         return True
+    if hint is type(None):
+        return value is None
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         return any(_matches(value, h) for h in typing.get_args(hint))
@@ -63,7 +65,25 @@ def _allows_none(hint: Any) -> bool:
 
 
 def _hint_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    """A readable name of an annotation: Literal values are listed, unions joined with 'or'."""
+    literals: list[Any] = []
+    names: list[str] = []
+
+    def walk(h: Any) -> None:
+        origin = typing.get_origin(h)
+        if origin in (typing.Union, types.UnionType):
+            for arg in typing.get_args(h):
+                walk(arg)
+        elif origin is typing.Literal:
+            literals.extend(typing.get_args(h))
+        elif h is type(None):
+            names.append("null")
+        else:
+            names.append(getattr(h, "__name__", None) or str(h).replace("typing.", ""))
+
+    walk(hint)
+    parts = ([f"one of {literals}"] if literals else []) + names
+    return " or ".join(parts)
 
 
 def check_node(node: Any, key: str, supplied: Sequence[str] = ()) -> None:

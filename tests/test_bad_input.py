@@ -27,7 +27,7 @@ BAD_INPUTS = [
     ("unknown option value", ["model.reconstruction=l1"], ["model.reconstruction='l1'", "mse", "bce"]),
     ("iwae k=0", ["model=iwae", "model.k=0"], ["model.k=0", "> 0"]),
     ("gan n_critic=0", ["model=gan", "data=ring8", "model.n_critic=0"], ["model.n_critic=0", "> 0"]),
-    ("unknown precision", ["trainer.precision=bf17"], ["trainer", "'bf17'", "Allowed precision values", "bf16-mixed"]),
+    ("unknown precision", ["trainer.precision=bf17"], ["trainer.precision='bf17'", "bf16-mixed", "16-mixed"]),
     ("missing data root", ["data=mnist", "paths.data_dir=/nonexistent/genlab-data"],
      ["/nonexistent/genlab-data", "GENLAB_DATA_DIR", "data.root"]),
     ("idx wrong magic", ["data=mnist", "paths.data_dir={bad_magic}"],
