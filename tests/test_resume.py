@@ -18,7 +18,7 @@ from genlab.checkpoints import CheckpointError, load_genlab_checkpoint, rng_stat
 
 TESTS = Path(__file__).resolve().parent
 STEPS_PER_BATCH = {"ae": 1, "gan": 2, "vae": 1}  # global_step counts optimizer steps: the GAN takes a D and a G step
-MIN_BATCHES_PER_EPOCH = 8  # ring8: 2048 / 256; digits: ~1294 / 128
+MIN_BATCHES_PER_EPOCH = 8  # ring8: 2048 / 256 = 8; digits: ceil(1294 / 128) = 11
 COMMON = ["trainer.max_epochs=2", "trainer.deterministic=true", "trainer.enable_progress_bar=false", "logger=csv",
           "callbacks.last_checkpoint.every_n_train_steps=3"]
 # Models that share a data set, and the overrides of all their runs (killed, resumed, uninterrupted).
@@ -40,23 +40,30 @@ def overrides(model: str) -> list[str]:
 def start_killable(model: str, run_dir: Path) -> subprocess.Popen:
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(TESTS)}
     env.pop("HYDRA_FULL_ERROR", None)
-    slow = ["+callbacks.slow._target_=slow_steps.SlowSteps", "+callbacks.slow.seconds=0.25"]
+    slow = ["+callbacks.slow._target_=slow_steps.SlowSteps", "+callbacks.slow.seconds=0.4"]
     return subprocess.Popen(
         [sys.executable, "-m", "genlab", *overrides(model), *slow, f"hydra.run.dir={run_dir}"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
 
 
-def kill_after_first_checkpoint(proc: subprocess.Popen, ckpt: Path, timeout: float = 120) -> None:
-    """SIGKILL ``proc`` as soon as ``ckpt`` exists (written whole and renamed into place): no cleanup runs."""
+def kill_each_after_its_first_checkpoint(procs: dict[str, subprocess.Popen], ckpts: dict[str, Path],
+                                         timeout: float = 180) -> None:
+    """SIGKILL each process as soon as its checkpoint exists (written whole and renamed into place): no cleanup
+    runs. All are watched at once, so a slow start of one does not let another run past its first epoch."""
+    pending = dict(procs)
     deadline = time.monotonic() + timeout
-    while not ckpt.is_file():
-        assert proc.poll() is None, f"the run ended before its first checkpoint: {proc.stderr.read()[-2000:]}"
-        assert time.monotonic() < deadline, "no checkpoint written in time"
+    while pending:
+        for model, proc in list(pending.items()):
+            if ckpts[model].is_file():
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=30)
+                assert proc.returncode == -signal.SIGKILL
+                del pending[model]
+            else:
+                assert proc.poll() is None, f"{model} ended before its first checkpoint: {proc.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, f"no checkpoint in time from {sorted(pending)}"
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
 
 
 def final_state(run_dir: Path) -> dict:
@@ -69,8 +76,8 @@ def test_sigkilled_runs_resume_to_the_uninterrupted_result(tmp_path):
     sweep = tmp_path / "sweep"
     killed = {m: sweep / f"{m}_last" for m in GROUP_OF}
     procs = {m: start_killable(m, killed[m]) for m in GROUP_OF}
+    kill_each_after_its_first_checkpoint(procs, {m: killed[m] / "checkpoints" / "last.ckpt" for m in GROUP_OF})
     for model in GROUP_OF:
-        kill_after_first_checkpoint(procs[model], killed[model] / "checkpoints" / "last.ckpt")
         state = load_genlab_checkpoint(killed[model] / "checkpoints" / "last.ckpt")
         loader = state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
         # The premise: the run died mid-way through its first epoch, after a step checkpoint.
