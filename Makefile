@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 run: install
 	$(PY) -m genlab
 
+# Two test workers with one torch thread each: more threads than cores makes every step many times slower.
 test: install
-	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check genlab tests experiments
