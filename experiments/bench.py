@@ -90,7 +90,7 @@ def training_cases(only: set[str], steps_scale: float) -> list[Case]:
         x, y = dm.train_tensors()
         cases.append(Case(
             "vae", ["model=vae", "data=mnist", "data.binarize=static"],
-            lambda: vae_step(make_vae(dm.data_shape)), x, y, 128, n(200), 20,
+            lambda: vae_step(make_vae(dm.data_shape)), x, y, 128, n(150), 20,
         ))
     if "gan" in only:
         dm = load_mnist("none")
@@ -98,7 +98,7 @@ def training_cases(only: set[str], steps_scale: float) -> list[Case]:
         cases.append(Case(
             "gan", ["model=gan", "data=mnist", "model.generator_output=sigmoid", "model.sample_metrics=false"],
             lambda: gan_step(make_gan(dm.data_shape, 16, [128, 128, 128], sigmoid_output=True)),
-            x, y, 128, n(200), 20, optimizer_steps_per_batch=2,
+            x, y, 128, n(150), 20, optimizer_steps_per_batch=2,
         ))
     if "toy_gan" in only:
         toy = Toy2DDataModule(kind="ring8", n_train=20000, n_val=2000, n_test=2000, batch_size=256)
@@ -108,7 +108,7 @@ def training_cases(only: set[str], steps_scale: float) -> list[Case]:
             ["model=gan", "data=ring8", "model.latent_dim=2",
              "model.generator.hidden=[128,128]", "model.discriminator.hidden=[128,128]"],
             lambda: gan_step(make_gan(toy.data_shape, 2, [128, 128], sigmoid_output=False)),
-            x, y, 256, n(400), 30, optimizer_steps_per_batch=2, bar_off=True,
+            x, y, 256, n(300), 30, optimizer_steps_per_batch=2, bar_off=True,
         ))
     return cases
 

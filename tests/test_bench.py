@@ -97,3 +97,25 @@ def test_deferred_training_logs_keep_exact_epoch_means_and_step_values(tmp_path:
     assert [(int(r["step"]), float(r["train/v_step"])) for r in rows] == [
         (3, batch_means[3]), (7, batch_means[1]), (11, batch_means[5]),
     ]
+
+
+class _BatchEndCounter(L.Callback):
+    def __init__(self) -> None:
+        self.ends = 0
+
+    def on_train_batch_end(self, *args: object) -> None:
+        self.ends += 1
+
+
+def test_inherited_batch_hooks_are_skipped_and_implemented_ones_still_run() -> None:
+    from genlab.callbacks.batch_hooks import skip_inherited_batch_hooks
+
+    counter = _BatchEndCounter()
+    skip_inherited_batch_hooks([counter])
+    assert counter.on_before_backward is None and counter.on_train_batch_start is None
+    assert callable(counter.on_train_batch_end) and callable(counter.on_train_epoch_end)  # implemented; not per batch
+    loader = DataLoader(TensorDataset(torch.ones(12, 1), torch.zeros(12)), batch_size=4)
+    trainer = L.Trainer(max_epochs=1, logger=False, callbacks=[counter], enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False)
+    trainer.fit(_Logs(), train_dataloaders=loader)
+    assert counter.ends == 3
