@@ -59,7 +59,9 @@ class GenerativeModule(L.LightningModule):
 
     def ensure_finite(self, value: Tensor, what: str) -> None:
         """Raise :class:`NonFiniteError` naming ``what`` and the step if ``value`` holds NaN or Inf."""
-        if not torch.isfinite(value).all():
+        # A scalar (the usual loss or norm) is read once with item(): one op rather than isfinite, all and bool.
+        finite = math.isfinite(value.item()) if value.numel() == 1 else bool(torch.isfinite(value).all())
+        if not finite:
             raise NonFiniteError(
                 f"{what} is not finite ({value.detach().float().flatten()[:4].tolist()}) at global step "
                 f"{self.global_step}, epoch {self.current_epoch}. Lower the learning rate, add "
