@@ -75,4 +75,4 @@ def test_slurm_launcher_composes_with_the_trainer_s_nodes_and_devices(tmp_path):
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
     assert launcher.partition == "gpu" and launcher.timeout_min > 0
-    assert cfg.trainer.strategy == "ddp"
+    assert cfg.trainer.strategy == "ddp_find_unused_parameters_true"
