@@ -119,3 +119,18 @@ def test_inherited_batch_hooks_are_skipped_and_implemented_ones_still_run() -> N
                         enable_checkpointing=False, enable_model_summary=False)
     trainer.fit(_Logs(), train_dataloaders=loader)
     assert counter.ends == 3
+
+
+@pytest.mark.parametrize("n", [12, 300])  # fewer rows than dims (thin SVD), more (covariance eigh)
+def test_both_pca_routes_match_sklearn(n: int) -> None:
+    from sklearn.decomposition import PCA as SkPCA
+
+    from genlab.models.pca import fit_pca
+
+    x = torch.randn(n, 40, generator=torch.Generator().manual_seed(n)) * torch.linspace(0.1, 3.0, 40)
+    mean, components, explained = fit_pca(x, 5)
+    ref = SkPCA(5, svd_solver="full").fit(x.double().numpy())
+    torch.testing.assert_close(explained, torch.from_numpy(ref.explained_variance_), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(mean, torch.from_numpy(ref.mean_))
+    cos = (components * torch.from_numpy(ref.components_)).sum(1).abs()
+    torch.testing.assert_close(cos, torch.ones(5, dtype=torch.float64), rtol=0, atol=1e-8)
