@@ -170,6 +170,7 @@ def paired_ratio(case: Case, num: str, den: str) -> float:
 
 def bench_nll(images: int, threads: int) -> dict[str, float]:
     """Seconds of the VAE's k=5000 importance-sampled log p(x) on the first ``images`` binarized test images."""
+    torch.set_num_threads(threads)
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
@@ -239,13 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for every way alike (OMP_NUM_THREADS for genlab runs)")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every case's timed step count")
-    parser.add_argument("--nll-images", type=int, default=128, help="test images timed for the NLL (10000 = all)")
+    parser.add_argument("--nll-images", type=int, default=256, help="test images timed for the NLL (10000 = all)")
+    parser.add_argument("--nll-threads", type=int, default=2, help="torch threads for the NLL (the target: 2 cores)")
     parser.add_argument("--only", default=",".join(ALL_CASES), help=f"comma-separated subset of {ALL_CASES}")
     parser.add_argument("--out", type=Path, default=HERE / "bench.json")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
-    if not only <= set(ALL_CASES) or args.reps < 1 or args.threads < 1 or not 1 <= args.nll_images <= 10000:
-        parser.error(f"--only takes {ALL_CASES}; --reps, --threads >= 1; --nll-images in 1..10000")
+    if not only <= set(ALL_CASES) or min(args.reps, args.threads, args.nll_threads) < 1 or not 1 <= args.nll_images <= 10000:
+        parser.error(f"--only takes {ALL_CASES}; --reps, --threads, --nll-threads >= 1; --nll-images in 1..10000")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     report: dict[str, object] = {**machine(), "threads": args.threads, "reps": args.reps}
@@ -262,8 +264,10 @@ def main(argv: list[str] | None = None) -> int:
             if case.bar_off:
                 report[f"{case.name}_no_bar_vs_minimal"] = paired_ratio(case, "genlab_no_bar", "minimal")
     if "nll" in only:
-        print(f"nll: k=5000 on {args.nll_images} test images", flush=True)
-        report.update(bench_nll(args.nll_images, args.threads))
+        print(f"nll: k=5000 on {args.nll_images} test images, {args.nll_threads} thread(s)", flush=True)
+        report.update(bench_nll(args.nll_images, args.nll_threads))
+        report["nll_threads"] = args.nll_threads
+        torch.set_num_threads(args.threads)
     if "pca" in only:
         print("pca: 60000x784, 50 components", flush=True)
         report.update(bench_pca(args.reps))
