@@ -49,10 +49,19 @@ def data_root(tmp_path: Path) -> Path:
     return root
 
 
-def run_cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m genlab ARGS`` in a subprocess; W&B is kept offline and quiet."""
+def run_cli(
+    *args: str, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: int = 300, wandb_env: bool = True
+) -> subprocess.CompletedProcess:
+    """Run ``python -m genlab ARGS`` in a subprocess; W&B is kept offline and quiet.
+
+    ``wandb_env=False`` runs with no W&B variables at all, as on a fresh machine.
+    """
     full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    full_env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})})
+    if wandb_env:
+        full_env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    else:
+        full_env = {k: v for k, v in full_env.items() if not k.startswith("WANDB_")}
+    full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "genlab", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )

@@ -113,7 +113,9 @@ def make_wandb_logger(
                 _warn(f"W&B could not start online ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
                       f"logging offline instead. Upload later with `wandb sync {save_dir}/wandb/offline-run-*`.")
                 wandb.teardown()  # the failed session keeps its online settings; offline needs a fresh one
-    logger = WandbLogger(offline=True, **kwargs)
+    # mode="offline" explicitly: Lightning's offline flag sets WANDB_MODE=dryrun, which this wandb no longer
+    # honours (it then asks for an API key).
+    logger = WandbLogger(offline=True, mode="offline", **kwargs)
     logger.experiment  # noqa: B018
     return logger
 
