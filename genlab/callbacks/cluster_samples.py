@@ -5,10 +5,10 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from genlab.callbacks.images import _PictureCallback, as_images, grid_figure, publish_figure
+from genlab.callbacks.images import PictureCallback, as_images, grid_figure, publish_figure
 
 
-class ClusterSamples(_PictureCallback):
+class ClusterSamples(PictureCallback):
     """Row c shows ``sample_cluster(c, n_per_cluster)``, for models with ``n_clusters`` and ``sample_cluster``."""
 
     def __init__(self, dirpath: str, n_per_cluster: int = 10, every_n_epochs: int = 1) -> None:

@@ -13,11 +13,11 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from genlab.callbacks.images import PICTURE_SEED, _PictureCallback, as_images, grid_figure, publish_figure  # noqa: E402
+from genlab.callbacks.images import PICTURE_SEED, PictureCallback, as_images, grid_figure, publish_figure  # noqa: E402
 from genlab.metrics.modes import PROTOCOL_SAMPLES, ModeCoverage, nearest_center  # noqa: E402
 
 
-class FixedNoiseGrid(_PictureCallback):
+class FixedNoiseGrid(PictureCallback):
     """``generate(z)`` on one fixed batch of noise, every epoch: the same z, so epochs can be compared.
 
     Drawn for models with ``noise(n, generator)`` and ``generate(z)`` (the GAN) on image data.
@@ -82,7 +82,7 @@ def mode_scatter_figure(samples: Tensor, centers: Tensor, std: float, metric: Mo
     return fig
 
 
-class ModeScatter(_PictureCallback):
+class ModeScatter(PictureCallback):
     """On mixture toys (datamodules with ``centers`` and ``std``): ``sample(n)`` over the true density, modes marked."""
 
     def __init__(self, dirpath: str, n_samples: int = PROTOCOL_SAMPLES, every_n_epochs: int = 1) -> None:

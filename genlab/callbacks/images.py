@@ -71,7 +71,7 @@ def grid_figure(x: Tensor, title: str, nrow: int | None = None) -> Figure:
     return fig
 
 
-class _PictureCallback(L.Callback):
+class PictureCallback(L.Callback):
     """Runs the subclass's ``draw(trainer, pl_module)`` on rank zero at the end of every ``every_n_epochs``-th validation epoch."""
 
     def __init__(self, dirpath: str, every_n_epochs: int = 1) -> None:
@@ -106,7 +106,7 @@ class _PictureCallback(L.Callback):
         pl_module.train(was_training)
 
 
-class ReconstructionGrid(_PictureCallback):
+class ReconstructionGrid(PictureCallback):
     """Rows of inputs over their reconstructions, for models with ``reconstruct(x)`` on image data."""
 
     def __init__(self, dirpath: str, n_images: int = 32, every_n_epochs: int = 1) -> None:
@@ -129,7 +129,7 @@ class ReconstructionGrid(_PictureCallback):
         publish_figure(trainer, self.dirpath, "reconstructions", fig)
 
 
-class LatentScatter(_PictureCallback):
+class LatentScatter(PictureCallback):
     """Validation codes ``encode(x)`` coloured by label; codes above 2-D are shown on their top-2 PCs."""
 
     def __init__(self, dirpath: str, n_points: int = 2000, every_n_epochs: int = 1) -> None:
@@ -156,7 +156,7 @@ class LatentScatter(_PictureCallback):
         publish_figure(trainer, self.dirpath, "latent", fig)
 
 
-class SampleGrid(_PictureCallback):
+class SampleGrid(PictureCallback):
     """Samples ``sample(n)`` from models that generate: an image grid, or a scatter over the data for 2-D."""
 
     def __init__(self, dirpath: str, n_images: int = 64, every_n_epochs: int = 1) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from genlab.callbacks.images import _PictureCallback, as_images, grid_figure, publish_figure
+from genlab.callbacks.images import PictureCallback, as_images, grid_figure, publish_figure
 
 
-class LatentInterpolation(_PictureCallback):
+class LatentInterpolation(PictureCallback):
     """Rows of ``decode((1 - t) z_a + t z_b)`` for t in [0, 1], z = ``encode(x)``, between pairs of validation images."""
 
     def __init__(self, dirpath: str, n_pairs: int = 8, n_steps: int = 10, every_n_epochs: int = 1) -> None:
