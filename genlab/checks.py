@@ -12,6 +12,12 @@ class ConfigError(ValueError):
     """A configuration value is impossible; the message names the key, the value and the accepted values."""
 
 
+def check_arg(key: str, value: Any, ok: bool, accepted: str) -> None:
+    """Raise a ConfigError naming ``key``, ``value`` and what is ``accepted`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not accepted: expected {accepted}")
+
+
 def positive(key: str, value: T, *, allow_zero: bool = False) -> T:
     """``value`` if it is a number > 0 (>= 0 with ``allow_zero``), else a ConfigError naming ``key``."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)

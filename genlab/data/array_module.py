@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset, default_collate
 
-from genlab.checks import ConfigError
+from genlab.checks import ConfigError, check_arg
 from genlab.data.binarize import BINARIZE_MODES, bernoulli_transform, binarize_once
 from genlab.data.seeding import Stream, derive_seed
 from genlab.data.tensor_loader import InMemoryLoader
@@ -20,12 +20,6 @@ from genlab.data.tensor_loader import InMemoryLoader
 SPLITS = ("train", "val", "test")
 # Binarization streams: one per source file, so the bits do not depend on the run seed or the split.
 _TRAIN_FILE, _TEST_FILE = 0, 1
-
-
-def check_arg(key: str, value: Any, ok: bool, accepted: str) -> None:
-    """Raise a ConfigError (a ValueError) naming ``key``, ``value`` and what is ``accepted`` unless ``ok``."""
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is not accepted: expected {accepted}")
 
 
 def is_int(value: Any) -> bool:

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
-from genlab.data.array_module import ArrayDataModule, check_arg
+from genlab.checks import check_arg
+from genlab.data.array_module import ArrayDataModule
 from genlab.data.seeding import Stream, derive_seed
 
 # Pixel values in load_digits are counts of set pixels in 4x4 blocks, hence 0..16.

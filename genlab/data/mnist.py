@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from genlab.data.array_module import ArrayDataModule, check_arg
+from genlab.checks import check_arg
+from genlab.data.array_module import ArrayDataModule
 from genlab.data.download import DownloadError, download_file
 from genlab.data.idx import DataFileError, read_idx
 

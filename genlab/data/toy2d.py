@@ -10,7 +10,8 @@ import torch
 from sklearn import datasets as sk_datasets
 from torch import Tensor
 
-from genlab.data.array_module import ArrayDataModule, check_arg, is_int
+from genlab.checks import check_arg
+from genlab.data.array_module import ArrayDataModule, is_int
 from genlab.data.seeding import Stream, derive_seed
 
 KINDS = ("ring8", "grid25", "moons", "swissroll")
