@@ -18,7 +18,6 @@ from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig
 
-from genlab.callbacks.batch_hooks import skip_inherited_batch_hooks
 from genlab.callbacks.interrupt import Interrupted
 from genlab.checkpoint_check import check_resumable
 from genlab.checkpoints import ResumableRNG
@@ -92,7 +91,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback when bars are off
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     callbacks.append(ResumableRNG())  # global RNG states in every checkpoint, for exact resume
-    skip_inherited_batch_hooks(callbacks)  # no-op per-batch hooks cost ~10% of a small model's step
     loggers = [instantiate_checked(node, f"logger.{name}") for name, node in (cfg.get("logger") or {}).items()]
     trainer: L.Trainer = instantiate_checked(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     for logger in loggers:

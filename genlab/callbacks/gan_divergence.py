@@ -1,7 +1,8 @@
 """GAN divergence: the discriminator loss stays near 0 while the generator loss grows, for ``patience`` batches.
 
-The losses are read on the batches where the GAN logs them (each epoch's first and every
-``trainer.log_every_n_steps``-th), so that is the detector's resolution; ``patience`` counts batches.
+The losses are read on the minibatches whose training row the GAN writes (every ``trainer.log_every_n_steps``-th,
+:attr:`genlab.models.base.GenerativeModule.train_log_step`), so that is the detector's resolution; ``patience``
+counts minibatches.
 
 Reported once as a Python warning naming the step, and as the metric ``train/diverged`` (0 or 1, sticky: 1
 once detected), which lands in the CSV/W&B logs and in metrics.json. The run goes on: a diverged GAN can
@@ -15,7 +16,6 @@ from collections import deque
 from typing import Any
 
 import lightning as L
-import torch
 
 from genlab.checks import ConfigError, positive, positive_int
 
@@ -83,7 +83,7 @@ class GANDivergence(L.Callback):
     def __init__(self, patience: int = 200, d_loss_max: float = 0.05, min_g_growth: float = 0.0) -> None:
         super().__init__()
         self.detector = DivergenceDetector(patience, d_loss_max, min_g_growth)
-        self.batches = 0  # training batches seen, across epochs (the detector's clock)
+        self.seen_step: int | None = None  # the module's last training row already observed
 
     @staticmethod
     def applies_to(pl_module: L.LightningModule) -> bool:
@@ -91,31 +91,30 @@ class GANDivergence(L.Callback):
         return getattr(getattr(pl_module, "loss", None), "name", None) in BOUNDED_LOSSES
 
     @staticmethod
-    def _step_value(metrics: dict[str, Any], key: str) -> float | None:
-        # Logged with on_step and on_epoch, a metric appears as "<key>_step"; with on_step only, as "<key>".
-        value = metrics.get(f"{key}_step", metrics.get(key))
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            return float(value)
-        return None
-
-    @staticmethod
-    def _logged_this_batch(trainer: L.Trainer, batch_idx: int) -> bool:
-        # The GAN hands its training losses to Lightning only on each epoch's first batch and on the batches the
-        # loggers write (GAN._logs_this_step); on the others callback_metrics still holds older values.
-        connector = getattr(trainer, "_logger_connector", None)
-        return batch_idx == 0 or connector is None or bool(connector.should_update_logs)
+    def _step_value(row: dict[str, Any], key: str) -> float | None:
+        # Logged with on_step and on_epoch, a metric's row value is "<key>_step"; with on_step only, "<key>".
+        value = row.get(f"{key}_step", row.get(key))
+        return None if value is None else float(value)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self.batches += 1
-        if not self.applies_to(pl_module) or not self._logged_this_batch(trainer, batch_idx):
+        if not self.applies_to(pl_module):
             return
-        metrics = trainer.callback_metrics
-        d_loss, g_loss = self._step_value(metrics, "train/d_loss"), self._step_value(metrics, "train/g_loss")
+        # The module keeps the values of its last training row; a loader item (one minibatch, or a block of
+        # them) holds at most one new row at its end when log_every_n_steps >= steps_per_block.
+        step = getattr(pl_module, "train_log_step", None)
+        if step is not None and step != self.seen_step:
+            self.seen_step = step
+            self._observe(trainer, pl_module.train_log_row, step + 1)
+        pl_module.log("train/diverged", float(self.detector.diverged), on_step=False, on_epoch=True,
+                      reduce_fx="max", batch_size=1)
+
+    def _observe(self, trainer: L.Trainer, row: dict[str, float], batch: int) -> None:
+        d_loss, g_loss = self._step_value(row, "train/d_loss"), self._step_value(row, "train/g_loss")
         if d_loss is None or g_loss is None:
             return
-        if self.detector.update(self.batches, d_loss, g_loss):
+        if self.detector.update(batch, d_loss, g_loss):
             earlier, later = self.detector.growth
             warnings.warn(
                 f"GAN divergence at global step {trainer.global_step}: the discriminator loss stayed <= "
@@ -125,12 +124,10 @@ class GANDivergence(L.Callback):
                 GANDivergenceWarning,
                 stacklevel=1,
             )
-        pl_module.log("train/diverged", float(self.detector.diverged), on_step=False, on_epoch=True,
-                      reduce_fx="max", batch_size=1)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"batches": self.batches, "detector": self.detector.state_dict()}
+        return {"seen_step": self.seen_step, "detector": self.detector.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.batches = int(state_dict.get("batches", 0))
+        self.seen_step = state_dict.get("seen_step")
         self.detector.load_state_dict(state_dict.get("detector", {}))

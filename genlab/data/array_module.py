@@ -52,6 +52,7 @@ class ArrayDataModule(L.LightningDataModule, ABC):
         num_workers: int = 0,
         binarize: str = "none",
         flatten: bool = False,
+        steps_per_block: int = 1,
     ) -> None:
         super().__init__()
         check_arg("batch_size", batch_size, is_int(batch_size) and batch_size > 0, "a positive int")
@@ -66,6 +67,10 @@ class ArrayDataModule(L.LightningDataModule, ABC):
         check_arg("num_workers", num_workers, is_int(num_workers) and num_workers >= 0, "a non-negative int")
         check_arg("binarize", binarize, binarize in BINARIZE_MODES, " | ".join(map(repr, BINARIZE_MODES)))
         check_arg("flatten", flatten, isinstance(flatten, bool), "true or false")
+        check_arg("steps_per_block", steps_per_block, is_int(steps_per_block) and steps_per_block >= 1,
+                  "a positive int (1: one optimizer step per loader item, as a plain loop)")
+        check_arg("steps_per_block", steps_per_block, in_memory or steps_per_block == 1,
+                  "1 with data.in_memory=false (blocks of batches come from the in-memory loader)")
         self.batch_size = int(batch_size)
         self.val_size = val_size
         self.seed = int(seed)
@@ -73,6 +78,7 @@ class ArrayDataModule(L.LightningDataModule, ABC):
         self.num_workers = int(num_workers)
         self.binarize = binarize
         self.flatten = flatten
+        self.steps_per_block = int(steps_per_block)
         self._splits: dict[str, tuple[Tensor, Tensor]] | None = None
 
     def output_shape(self, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -173,6 +179,7 @@ class ArrayDataModule(L.LightningDataModule, ABC):
             )
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        steps_per_block = self.steps_per_block if train else 1
         return InMemoryLoader(
             (x.to(device), y.to(device)),
             batch_size=self.batch_size,
@@ -183,7 +190,27 @@ class ArrayDataModule(L.LightningDataModule, ABC):
             world_size=trainer.world_size if trainer is not None else 1,
             # A loader rebuilt mid-fit (reload_dataloaders_every_n_epochs) must not restart the epoch sequence.
             epoch=trainer.current_epoch if trainer is not None and train else 0,
+            steps_per_block=steps_per_block,
+            max_batches=self._block_batch_limit(trainer) if steps_per_block > 1 else None,
         )
+
+    def _block_batch_limit(self, trainer: L.Trainer | None) -> int | None:
+        """``trainer.limit_train_batches`` as a count of batches for the block loader, which applies it itself.
+
+        Lightning counts loader items, so with blocks of S batches it would apply an int limit to blocks; the loader
+        caps batches instead (Lightning's min(limit, items) then keeps every item). A fraction would be applied a
+        second time to the items, and an int ``val_check_interval`` would count items: both are refused.
+        """
+        if trainer is None:
+            return None
+        limit, interval = trainer.limit_train_batches, trainer.val_check_interval
+        check_arg("trainer.limit_train_batches", limit, is_int(limit) or limit == 1.0,
+                  f"an int count of batches, or 1.0, with data.steps_per_block={self.steps_per_block} > 1 "
+                  "(or set data.steps_per_block=1)")
+        check_arg("trainer.val_check_interval", interval, not is_int(interval),
+                  f"null or a fraction of the epoch with data.steps_per_block={self.steps_per_block} > 1 "
+                  "(or set data.steps_per_block=1)")
+        return int(limit) if is_int(limit) else None
 
     def describe(self) -> str:
         """Return a one-line summary for logs: name, split sizes (once loaded), sample shape, classes, binarization."""

@@ -50,7 +50,7 @@ class Autoencoder(GenerativeModule):
         out = self.decoder(self.encoder(x))
         return bernoulli_nll(x, out) if self.reconstruction == "bce" else squared_error(x, out)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def train_step(self, batch: tuple[Tensor, Tensor]) -> None:
         x, _ = batch
         loss = self.reconstruction_error(x).mean()
         self.optimize(self.optimizers(), loss)

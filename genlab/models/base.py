@@ -10,7 +10,11 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from genlab.data.tensor_loader import Block
+from genlab.models.train_log import TrainLog
+
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+TRAIN_LOG_ARGS = {"on_step", "on_epoch", "prog_bar"}  # training logs the base's TrainLog takes; others go to self.log
 
 
 class NonFiniteError(FloatingPointError):
@@ -18,13 +22,25 @@ class NonFiniteError(FloatingPointError):
 
 
 class GenerativeModule(L.LightningModule):
-    """Manual-optimization base: subclasses write ``training_step`` with :meth:`optimize` and ``evaluate``.
+    """Manual-optimization base: subclasses write ``train_step`` (one minibatch) with :meth:`optimize` and ``evaluate``.
 
     Contract for subclasses:
+    - ``train_step(batch)``: the optimizer steps of one minibatch ``(x, y)``, each through :meth:`optimize`, and its
+      training metrics through ``log_stage("train", ..., on_step=True, on_epoch=True)``. :meth:`training_step` runs
+      it on every minibatch of a loader item: a :class:`~genlab.data.tensor_loader.Block` of several
+      (``data.steps_per_block``), so that Lightning's per-item cost is paid once per block, or one plain batch.
     - ``evaluate(x, y) -> dict[str, Tensor]`` of batch-mean metrics; the base logs them as
       ``val/<name>`` and ``test/<name>`` (``loss`` among them).
+    - an override of ``on_train_epoch_end`` calls ``super().on_train_epoch_end()`` (the epoch's training means
+      reach Lightning there).
     - optional capabilities the picture callbacks look for: ``encode(x)``, ``reconstruct(x)``,
       ``sample(n)``.
+
+    Training metrics: the loggers' x axis ("step") counts minibatches, as Lightning counts batches with one
+    batch per loader item, whatever the grouping into blocks. Every ``trainer.log_every_n_steps``-th minibatch
+    the base writes that minibatch's values (``train/<name>_step``) to the loggers itself; every minibatch is
+    summed, one tensor op, into the epoch means (``train/<name>_epoch``), handed to Lightning once at the epoch's
+    end. Validation, test and epoch rows carry the same minibatch count as their "step".
     """
 
     def __init__(
@@ -44,8 +60,27 @@ class GenerativeModule(L.LightningModule):
         self.grad_clip_norm = grad_clip_norm
         # Filled by genlab.train with the resolved run config; stored in checkpoints as plain data.
         self.run_config: dict[str, Any] | None = None
-        # Training metrics summed between the batches that hand them to Lightning (see log_stage).
-        self._pending_train_metrics: dict[tuple[Any, ...], tuple[Tensor, int]] = {}
+        self._train_log = TrainLog()
+
+    @property
+    def batches_trained(self) -> int:
+        """Minibatches trained so far in the run (the loggers' x axis), over all loader items and resumes."""
+        return self._train_log.batches_done
+
+    @property
+    def train_log_step(self) -> int | None:
+        """The minibatch count ("step") of the last training row written (None before the first)."""
+        return self._train_log.last_row_step
+
+    @property
+    def train_log_row(self) -> dict[str, float]:
+        """The values of the last training row written, e.g. ``{"train/loss_step": 0.41}``."""
+        return self._train_log.last_row
+
+    @property
+    def progress_bar_values(self) -> dict[str, float]:
+        """Those of :attr:`train_log_row` logged with ``prog_bar=True`` (shown by the progress bar)."""
+        return self._train_log.last_row_bar
 
     @property
     def data_dim(self) -> int:
@@ -89,57 +124,54 @@ class GenerativeModule(L.LightningModule):
             self.ensure_finite(norm, f"gradient norm of {what}")
         optimizer.step()
 
+    # -- training: blocks of minibatches ---------------------------------------------------------
+    def train_step(self, batch: tuple[Tensor, ...]) -> None:
+        """The optimizer steps and training metrics of one minibatch; subclasses implement it."""
+        raise NotImplementedError(f"{type(self).__name__} implements no train_step")
+
+    def training_step(self, batch: Block | tuple[Tensor, ...], batch_idx: int) -> None:
+        """Run :meth:`train_step` on each minibatch of ``batch``, stopping exactly when ``trainer.max_steps`` is met."""
+        log = self._train_log
+        log.start_item(self.current_epoch)
+        max_steps = self.trainer.max_steps
+        for minibatch in batch.minibatches() if isinstance(batch, Block) else (batch,):
+            if 0 <= max_steps <= self.global_step:  # Lightning checks only between items
+                break
+            log.start_batch(self.trainer.log_every_n_steps)
+            self.train_step(minibatch)
+            log.end_batch(self.loggers, self.current_epoch)
+
+    def train_metrics_due(self) -> bool:
+        """Whether the current minibatch's training values are used: a logging step, or the epoch's first.
+
+        A model whose metrics cost to compute may log only then (the GAN does); its epoch means then average those
+        minibatches. Others log every minibatch.
+        """
+        return self._train_log.row_due or self._train_log.epoch_batches == 0
+
+    def on_train_epoch_end(self) -> None:
+        for means, total, prog_bar in self._train_log.take_epoch_means():
+            self.log_dict(means, on_step=False, on_epoch=True, prog_bar=prog_bar, sync_dist=False, batch_size=total)
+        self._log_x_axis(self._train_log.batches_done)
+
+    def _log_x_axis(self, step: int) -> None:
+        # A logged "step" is the x value Lightning gives the loggers for the row (its own count is of loader
+        # items, i.e. of blocks); with it, Lightning adds no "epoch", so that is logged too.
+        self.log_dict({"step": float(max(step, 0)), "epoch": float(self.current_epoch)}, on_step=False,
+                      on_epoch=True, reduce_fx="max", sync_dist=False, batch_size=1)
+
     # -- evaluation ---------------------------------------------------------------------------
     def log_stage(self, stage: str, metrics: dict[str, Tensor], batch_size: int, **kwargs: Any) -> None:
-        """Log ``metrics`` as ``<stage>/<name>``, averaged over the epoch and synced across processes.
-
-        Training metrics logged both per step and per epoch reach Lightning only on the batches whose step values
-        the loggers write (every ``trainer.log_every_n_steps``-th, or when training stops) and on the epoch's first
-        and last batches. In between they are summed here, one tensor op a batch, because each ``self.log`` call costs about
-        as much as a small model's whole step on CPU. On a logged batch the skipped batches go to Lightning first
-        as their batch-size-weighted mean with their total batch size, then the batch's own values: the epoch
-        means still average every batch, and each logged step value is that batch's own.
-        """
+        """Log ``metrics`` as ``<stage>/<name>``: training values through the base's log (see the class), others
+        averaged over the epoch by Lightning and synced across processes."""
         logged = {f"{stage}/{k}": v for k, v in metrics.items()}
-        if stage == "train" and kwargs.get("on_step") and kwargs.get("on_epoch") and "reduce_fx" not in kwargs:
-            skipped = self._defer_train_metrics(logged, batch_size, kwargs)
-            if skipped is None:
-                return
-            means, total = skipped
-            if total:
-                self.log_dict(means, batch_size=total, sync_dist=False, **kwargs)
+        if stage == "train" and kwargs.get("on_step") and kwargs.get("on_epoch") and set(kwargs) <= TRAIN_LOG_ARGS:
+            self._train_log.record(logged, batch_size, **kwargs)
+            return
         self.log_dict(logged, batch_size=batch_size, sync_dist=stage != "train", **kwargs)
-
-    def _defer_train_metrics(
-        self, logged: dict[str, Any], batch_size: int, kwargs: dict[str, Any]
-    ) -> tuple[dict[str, Tensor], int] | None:
-        """Add a batch to the running sums; None while deferring, else the skipped batches' means and total size."""
-        key = (tuple(logged), tuple(sorted(kwargs.items())))
-        pending = self._pending_train_metrics
-        if self._train_metrics_due():
-            sums, total = pending.pop(key, (None, 0))
-            return ({} if sums is None else dict(zip(logged, sums / total))), total
-        values = torch.stack(
-            [torch.as_tensor(v).detach().to(self.device, torch.get_default_dtype()).reshape(()) for v in logged.values()]
-        )
-        sums, total = pending.get(key, (torch.zeros_like(values), 0))
-        pending[key] = (sums + values * batch_size, total + batch_size)
-        return None
-
-    def _train_metrics_due(self) -> bool:
-        """Whether this training batch hands its metrics to Lightning: a logging step, a stop, an epoch's first or last.
-
-        The first batch is never held back, so a model that logs only on some batches (its first and the logging
-        steps, like the GAN) loses nothing at the epoch's end.
-        """
-        trainer = self._trainer
-        if trainer is None:
-            return True
-        try:
-            loop = trainer.fit_loop.epoch_loop
-            return bool(trainer._logger_connector.should_update_logs or loop._is_training_done or loop.batch_idx == 0)
-        except AttributeError:  # another Lightning's internals: hand every batch over, as self.log does
-            return True
+        if stage in ("val", "test"):
+            # Lightning writes validation rows before counting the item just trained, and test rows after.
+            self._log_x_axis(self._train_log.batches_done - (stage == "val"))
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
@@ -154,4 +186,11 @@ class GenerativeModule(L.LightningModule):
         checkpoint["genlab"] = {
             "model_class": f"{type(self).__module__}.{type(self).__qualname__}",
             "config": self.run_config,
+            "train_log": self._train_log.state_dict(),
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Resuming a fit continues the step count and the epoch sums; testing a checkpoint keeps this run's count.
+        state = (checkpoint.get("genlab") or {}).get("train_log")
+        if state is not None and self._trainer is not None and self.trainer.state.fn == "fit":
+            self._train_log.load_state_dict(state)

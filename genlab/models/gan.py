@@ -151,7 +151,7 @@ class GAN(GenerativeModule):
         terms["d_loss"] = d_loss
         return terms
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def train_step(self, batch: tuple[Tensor, Tensor]) -> None:
         x, _ = batch
         m = x.shape[0]
         opt_d, opt_g = self.optimizers()
@@ -166,19 +166,11 @@ class GAN(GenerativeModule):
             self.optimize(opt_g, g_loss, "train/g_loss")
         if self.generator_ema is not None:
             self.generator_ema.update_parameters(self.generator)
-        if batch_idx == 0 or self._logs_this_step():
+        # Recorded only on the minibatches the loggers write and each epoch's first (so every epoch has a value):
+        # the ``*_epoch`` values average those minibatches.
+        if self.train_metrics_due():
             logged = {k: v.detach() for k, v in d_terms.items()} | {"g_loss": g_loss.detach()}
             self.log_stage("train", logged, batch_size=m, on_step=True, on_epoch=True, prog_bar=True)
-
-    def _logs_this_step(self) -> bool:
-        """Whether the loggers write this batch (every ``trainer.log_every_n_steps``-th batch).
-
-        ``self.log`` costs about as much as a small GAN's whole step on CPU, so training metrics are recorded
-        only on the batches the loggers write (and each epoch's first, so that every epoch has a value); the
-        ``*_epoch`` values average those batches.
-        """
-        connector = getattr(self.trainer, "_logger_connector", None)
-        return True if connector is None else bool(connector.should_update_logs)
 
     # -- evaluation ---------------------------------------------------------------------------------
     def evaluate(self, x: Tensor, y: Tensor | None) -> dict[str, Tensor]:

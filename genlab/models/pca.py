@@ -99,11 +99,12 @@ class PCA(GenerativeModule):
             x, _ = self.trainer.datamodule.train_tensors()
             self.fit(x)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def train_step(self, batch: tuple[Tensor, Tensor]) -> None:
         x, _ = batch
         self.log_stage("train", {"loss": squared_error(x, self.reconstruct(x)).mean()}, batch_size=x.shape[0])
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         self.trainer.should_stop = True
 
     def evaluate(self, x: Tensor, y: Tensor | None) -> dict[str, Tensor]:

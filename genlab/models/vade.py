@@ -94,9 +94,9 @@ class VaDE(VAE):
             seed = int(torch.randint(2**31 - 1, ()).item())
             self.fit_prior(self.training_latent_means(), seed)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def train_step(self, batch: tuple[Tensor, Tensor]) -> None:
         if not self.pretraining:
-            super().training_step(batch, batch_idx)
+            super().train_step(batch)
             return
         x, _ = batch
         # autoencoder pretraining: reconstruct x from the encoder mean, no noise and no prior

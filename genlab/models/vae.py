@@ -162,12 +162,13 @@ class VAE(GenerativeModule):
         return {"optimizer": optimizer, "lr_scheduler": LambdaLR(optimizer, factor)}
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         # manual optimization: Lightning does not step schedulers itself
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def train_step(self, batch: tuple[Tensor, Tensor]) -> None:
         x, _ = batch
         beta = kl_warmup_beta(self.global_step, self.kl_warmup_steps, self.beta)
         terms, _, _ = self.objective_terms(x, self.k, beta)
