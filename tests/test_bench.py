@@ -1,21 +1,16 @@
-"""The speed benchmark's baselines compute genlab's maths, and the base's deferred training logs keep every value."""
+"""The speed benchmark's baselines compute genlab's maths (training logs: tests/test_fast_path.py)."""
 
 from __future__ import annotations
 
-import csv
 import functools
 import sys
-from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from conftest import REPO
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
 
 from genlab.losses.gan_losses import NonSaturating
-from genlab.models.base import GenerativeModule
 from genlab.models.gan import GAN
 from genlab.models.vae import VAE
 from genlab.nets.mlp import MLP
@@ -62,63 +57,6 @@ def test_baseline_loops_step_through_every_batch(loop: str) -> None:
     rate = bench_loops.run_loop(loop, seen.append, x, y, batch_size=4, steps=3, warmup=2)
     assert rate > 0 and [len(b) for b in seen] == [4, 4, 2, 4, 4]
     assert torch.equal(torch.cat(seen[:3]).sort(0).values, x.sort(0).values)  # one epoch: each row once
-
-
-class _Logs(GenerativeModule):
-    """Logs the batch's mean value per step and per epoch, like the models' training steps."""
-
-    def __init__(self) -> None:
-        super().__init__((1,), optimizer=functools.partial(torch.optim.SGD, lr=0.0))
-        self.w = torch.nn.Parameter(torch.zeros(1))
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        x, _ = batch
-        self.optimize(self.optimizers(), (self.w * x).sum())
-        self.log_stage("train", {"v": x.mean(), "n": torch.tensor(float(len(x)))}, batch_size=len(x),
-                       on_step=True, on_epoch=True)
-
-    def evaluate(self, x: Tensor, y: Tensor | None) -> dict[str, Tensor]:
-        return {"loss": x.mean()}
-
-
-def test_deferred_training_logs_keep_exact_epoch_means_and_step_values(tmp_path: Path) -> None:
-    x = torch.arange(23, dtype=torch.float32).reshape(-1, 1)  # batches of 4: six batches, the last of 3
-    loader = DataLoader(TensorDataset(x, torch.zeros(23)), batch_size=4)
-    logger = L.pytorch.loggers.CSVLogger(tmp_path, name="", version="")
-    trainer = L.Trainer(max_epochs=2, log_every_n_steps=4, logger=logger, enable_progress_bar=False,
-                        enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0)
-    trainer.fit(_Logs(), train_dataloaders=loader)
-    metrics = trainer.callback_metrics
-    torch.testing.assert_close(metrics["train/v_epoch"], x.mean())  # every batch, weighted by its size
-    torch.testing.assert_close(metrics["train/n_epoch"], torch.tensor((5 * 4 * 4 + 3 * 3) / 23))
-    rows = [r for r in csv.DictReader((tmp_path / "metrics.csv").open()) if r.get("train/v_step")]
-    batch_means = [b.mean().item() for b in x.split(4)]
-    # the loggers write every 4th batch (0-based 3 and 7) and the last one: each with its own batch's value
-    assert [(int(r["step"]), float(r["train/v_step"])) for r in rows] == [
-        (3, batch_means[3]), (7, batch_means[1]), (11, batch_means[5]),
-    ]
-
-
-class _BatchEndCounter(L.Callback):
-    def __init__(self) -> None:
-        self.ends = 0
-
-    def on_train_batch_end(self, *args: object) -> None:
-        self.ends += 1
-
-
-def test_inherited_batch_hooks_are_skipped_and_implemented_ones_still_run() -> None:
-    from genlab.callbacks.batch_hooks import skip_inherited_batch_hooks
-
-    counter = _BatchEndCounter()
-    skip_inherited_batch_hooks([counter])
-    assert counter.on_before_backward is None and counter.on_train_batch_start is None
-    assert callable(counter.on_train_batch_end) and callable(counter.on_train_epoch_end)  # implemented; not per batch
-    loader = DataLoader(TensorDataset(torch.ones(12, 1), torch.zeros(12)), batch_size=4)
-    trainer = L.Trainer(max_epochs=1, logger=False, callbacks=[counter], enable_progress_bar=False,
-                        enable_checkpointing=False, enable_model_summary=False)
-    trainer.fit(_Logs(), train_dataloaders=loader)
-    assert counter.ends == 3
 
 
 @pytest.mark.parametrize("n", [12, 300])  # fewer rows than dims (thin SVD), more (covariance eigh)
