@@ -10,11 +10,20 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from conftest import REPO, read_metrics, run_cli
 
-from genlab.checkpoints import CheckpointError, load_genlab_checkpoint, rng_states, set_rng_states
+from genlab.checkpoints import (
+    CheckpointError,
+    LastCheckpoint,
+    LoaderEpoch,
+    load_genlab_checkpoint,
+    rng_states,
+    set_rng_states,
+)
+from genlab.data.tensor_loader import InMemoryLoader
 
 TESTS = Path(__file__).resolve().parent
 STEPS_PER_BATCH = {"ae": 1, "gan": 2, "vae": 1}  # global_step counts optimizer steps: the GAN takes a D and a G step
@@ -143,3 +152,82 @@ def test_bad_checkpoints_fail_with_a_clear_message(tmp_path, content, words):
         assert word in str(err.value)
     with pytest.raises(CheckpointError, match="no such file"):
         load_genlab_checkpoint(tmp_path / "missing.ckpt")
+
+
+# -- the loader's epoch across a resume (in process, Lightning only) ------------------------------------------
+
+
+class _Recorder(L.LightningModule):
+    """Records the samples of every training batch; one trivial parameter keeps the optimizer happy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.seen: list[list[int]] = []
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        self.seen.append(batch[0].tolist())
+        return (self.weight - 1.0) ** 2
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        pass
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit_recording(ckpt_dir: Path, loader_epoch: bool, ckpt_path: Path | None = None, **limits: float) -> list:
+    """The batches one fit serves: 23 samples in batches of 5 (5 a full epoch), last.ckpt at every epoch end.
+
+    With a validation loader, as every genlab run has (without one, Lightning 2.6 resuming a max_steps run at an
+    epoch end trains one batch too many before it moves to the next epoch).
+    """
+    model = _Recorder()
+    callbacks = [LastCheckpoint(ckpt_dir), *([LoaderEpoch()] if loader_epoch else [])]
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=callbacks, **limits)
+    loader = InMemoryLoader((torch.arange(23),), batch_size=5, shuffle=True, seed=3)
+    val = InMemoryLoader((torch.arange(4),), batch_size=4, shuffle=False, seed=3)
+    trainer.fit(model, train_dataloaders=loader, val_dataloaders=val, ckpt_path=ckpt_path)
+    return model.seen
+
+
+@pytest.mark.parametrize("loader_epoch", [True, False], ids=["fix", "negative-control"])
+@pytest.mark.parametrize(
+    ("first", "total"),
+    [
+        ({"max_epochs": 1}, {"max_epochs": 3}),  # a finished run continued to more epochs
+        # 3 of the 5 batches per epoch: the saved position is inside an epoch that Lightning has finished
+        ({"max_epochs": 1, "limit_train_batches": 0.6}, {"max_epochs": 3, "limit_train_batches": 0.6}),
+        # max_steps makes Lightning restore the loader's saved position even at an epoch end
+        ({"max_steps": 3, "limit_train_batches": 0.6}, {"max_steps": 9, "limit_train_batches": 0.6}),
+    ],
+    ids=["epochs", "limit_train_batches", "max_steps"],
+)
+def test_resume_at_an_epoch_end_serves_the_next_epoch(tmp_path, first, total, loader_epoch):
+    reference = _fit_recording(tmp_path / "reference", loader_epoch, **total)
+    assert len(reference) == (15 if "limit_train_batches" not in total else 9)
+    earlier = _fit_recording(tmp_path / "run", loader_epoch, **first)
+    later = _fit_recording(tmp_path / "run", loader_epoch, ckpt_path=tmp_path / "run" / "last.ckpt", **total)
+    if loader_epoch:
+        assert earlier + later == reference
+    elif "max_steps" in first:  # the restored position: the rest of epoch 0, which Lightning had finished
+        assert earlier + later != reference and later[:2] == _epoch_batches(0)[3:]
+    else:  # a rebuilt loader starts over: epoch 0 again
+        assert earlier + later != reference and later[: len(earlier)] == earlier
+
+
+def _epoch_batches(epoch: int) -> list[list[int]]:
+    return [b[0].tolist() for b in InMemoryLoader((torch.arange(23),), 5, True, 3, epoch=epoch)]
+
+
+def test_set_epoch_keeps_a_loaded_position_of_that_epoch_only():
+    loader = InMemoryLoader((torch.arange(23),), batch_size=5, shuffle=True, seed=3)
+    loader.load_state_dict({"epoch": 1, "batches_served": 2})
+    loader.set_epoch(1)  # a resume inside epoch 1: the rest of epoch 1
+    assert [b[0].tolist() for b in loader] == _epoch_batches(1)[2:]
+    loader.load_state_dict({"epoch": 1, "batches_served": 2})
+    loader.set_epoch(2)  # Lightning finished epoch 1 (limit_train_batches): epoch 2 from its start
+    assert [b[0].tolist() for b in loader] == _epoch_batches(2)
+    with pytest.raises(ValueError, match="epoch=-1"):
+        loader.set_epoch(-1)

@@ -18,9 +18,10 @@ class InMemoryLoader:
     """Serves index batches of ``tensors``; epoch ``e``'s order and transform draws depend only on (seed, e).
 
     Each ``__iter__`` serves one epoch and the next one serves the following epoch, except right after
-    :meth:`load_state_dict`, when it resumes the saved epoch past the batches already served. Lightning sees
-    ``state_dict``/``load_state_dict`` and stores the position in its checkpoints for mid-epoch resumption.
-    ``epoch`` is the epoch the first ``__iter__`` serves.
+    :meth:`load_state_dict`, when it resumes the saved epoch past the batches already served, and after
+    :meth:`set_epoch`, which names the epoch to serve next. Lightning sees ``state_dict``/``load_state_dict``
+    and stores the position in its checkpoints for mid-epoch resumption. ``epoch`` is the epoch the first
+    ``__iter__`` serves.
     """
 
     def __init__(
@@ -110,6 +111,20 @@ class InMemoryLoader:
             # Counted before the yield: while the consumer holds this batch, it has been served.
             self._served = batch + 1
             yield tuple(out)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Serve ``epoch`` from its first batch next, unless a position inside that same epoch was just loaded.
+
+        Lightning restores a loader's state only when it resumes inside an epoch, and stops an epoch early under
+        ``limit_train_batches``; the trainer's epoch counter is the one that is right in both cases, so a
+        callback passes it here at every training epoch start (:class:`genlab.checkpoints.LoaderEpoch`).
+        """
+        if epoch < 0:
+            raise ValueError(f"epoch={epoch!r} must be a non-negative int")
+        if self._resume_pending and self._epoch == epoch:
+            return  # a mid-epoch resume of this epoch continues past the batches already served
+        self._resume_pending = False
+        self._next_epoch = int(epoch)
 
     def state_dict(self) -> dict[str, int]:
         """Return the position in the batch stream: the epoch in progress and how many of its batches were served."""
