@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench_loops import gan_step, make_gan, make_vae, run_loop, vae_step  # noqa: E402
+from bench_loops import gan_step, make_gan, make_vae, run_loop, synchronize, vae_step  # noqa: E402
 
 from genlab.data.idx import DataFileError  # noqa: E402
 from genlab.data.mnist import MNISTDataModule  # noqa: E402
@@ -87,7 +87,7 @@ def load_mnist(binarize: str) -> MNISTDataModule:
     return dm
 
 
-def training_cases(only: set[str], steps_scale: float) -> list[Case]:
+def training_cases(only: set[str], steps_scale: float, device: str = "cpu") -> list[Case]:
     """The MNIST VAE (784-400-20, binarized), the MNIST MLP GAN and the ring8 GAN (2-128-128-2, batch 256)."""
     cases = []
 
@@ -99,14 +99,14 @@ def training_cases(only: set[str], steps_scale: float) -> list[Case]:
         x, y = dm.train_tensors()
         cases.append(Case(
             "vae", ["model=vae", "data=mnist", "data.binarize=static"],
-            lambda: vae_step(make_vae(dm.data_shape)), x, y, 128, n(150), 20,
+            lambda: vae_step(make_vae(dm.data_shape).to(device)), x, y, 128, n(150), 20,
         ))
     if "gan" in only:
         dm = load_mnist("none")
         x, y = dm.train_tensors()
         cases.append(Case(
             "gan", ["model=gan", "data=mnist", "model.generator_output=sigmoid", "model.sample_metrics=false"],
-            lambda: gan_step(make_gan(dm.data_shape, 16, [128, 128, 128], sigmoid_output=True)),
+            lambda: gan_step(make_gan(dm.data_shape, 16, [128, 128, 128], sigmoid_output=True).to(device)),
             x, y, 128, n(150), 20, optimizer_steps_per_batch=2,
         ))
     if "toy_gan" in only:
@@ -116,9 +116,12 @@ def training_cases(only: set[str], steps_scale: float) -> list[Case]:
             "toy_gan",
             ["model=gan", "data=ring8", "model.latent_dim=2",
              "model.generator.hidden=[128,128]", "model.discriminator.hidden=[128,128]"],
-            lambda: gan_step(make_gan(toy.data_shape, 2, [128, 128], sigmoid_output=False)),
+            lambda: gan_step(make_gan(toy.data_shape, 2, [128, 128], sigmoid_output=False).to(device)),
             x, y, 256, n(300), 30, optimizer_steps_per_batch=2, bar_off=True,
         ))
+    if device != "cpu":
+        for case in cases:
+            case.overrides.append("trainer=gpu")
     return cases
 
 
@@ -167,15 +170,15 @@ def run_genlab(case: Case, threads: int, progress_bar: bool, workdir: Path) -> f
     return float(json.loads(out.read_text())["steps_per_s"])
 
 
-def bench_training(case: Case, reps: int, threads: int, workdir: Path) -> None:
+def bench_training(case: Case, reps: int, threads: int, workdir: Path, device: str = "cpu") -> None:
     """Alternate the ways over ``reps`` repetitions (rotating their order) and keep every steps/s."""
     ways: dict[str, Callable[[], float]] = {
         "genlab": lambda: run_genlab(case, threads, True, workdir),
         "genlab_no_bar": lambda: run_genlab(case, threads, False, workdir),
         "minimal": lambda: run_loop("minimal", case.make_step(), case.x, case.y, case.batch_size, case.steps,
-                                    case.warmup),
+                                    case.warmup, device),
         "dataloader": lambda: run_loop("dataloader", case.make_step(), case.x, case.y, case.batch_size,
-                                       case.steps, case.warmup),
+                                       case.steps, case.warmup, device),
     }
     if not case.bar_off:
         del ways["genlab_no_bar"]
@@ -194,7 +197,7 @@ def paired_ratio(num: list[float], den: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den, strict=True))
 
 
-def bench_nll(images: int, threads: int) -> dict[str, float | int | bool]:
+def bench_nll(images: int, threads: int, device: str = "cpu") -> dict[str, float | int | bool]:
     """Seconds of the VAE's k=5000 importance-sampled log p(x) on the first ``images`` binarized test images.
 
     ``threads`` is torch's thread count; the evaluation spends them as that many chunk workers with one
@@ -204,11 +207,12 @@ def bench_nll(images: int, threads: int) -> dict[str, float | int | bool]:
     dm = load_mnist("static")
     x_all = dm.split_tensors("test")[0]
     x = x_all[:images]
-    model = vae_from_conf(dm.data_shape)
+    model = vae_from_conf(dm.data_shape).to(device)
     torch.manual_seed(0)
     start = time.perf_counter()
-    for batch in x.split(dm.batch_size):
+    for batch in x.to(device).split(dm.batch_size):
         model.log_marginal_likelihood(batch, k=model.eval_k)
+    synchronize(torch.device(device))
     seconds = time.perf_counter() - start
     return {"nll_eval_k": model.eval_k, "nll_eval_chunk": model.eval_chunk, "nll_images_measured": len(x),
             "nll_measured_seconds": seconds, "nll_eval_seconds": extrapolate(seconds, len(x), len(x_all)),
@@ -317,7 +321,7 @@ def missing_keys(report: dict[str, object], only: set[str]) -> list[str]:
 def merge_reports(old: dict[str, object], new: dict[str, object]) -> dict[str, object]:
     """A partial run's keys over the last full report; the run's own fields (load, cases, fast-path keys) are
     kept per run under ``partial_runs`` so every number stays next to the load it was measured under."""
-    own = ("machine", "load_average_start", "load_average_end", "threads", "reps", "harness_seconds", "cases",
+    own = ("machine", "load_average_start", "load_average_end", "threads", "reps", "device", "harness_seconds", "cases",
            "fast_path_keys")
     merged = {**old, **{k: v for k, v in new.items() if k not in own}}
     runs = [r for r in old.get("partial_runs", []) if not set(r["cases"]) <= set(new["cases"])]  # type: ignore[union-attr]
@@ -352,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pythae-reps", type=int, default=2, help="alternations of the pythae and genlab processes")
     parser.add_argument("--pythae-nll-k", type=int, default=1000,
                         help="importance samples of the one estimator that scores both (all 10,000 test images)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="cuda: the loops and the NLL on the GPU, genlab with trainer=gpu (make gpu-check)")
     parser.add_argument("--only", default=",".join(ALL_CASES), help=f"comma-separated subset of {ALL_CASES}")
     parser.add_argument("--out", type=Path, default=HERE / "bench.json")
     args = parser.parse_args(argv)
@@ -362,14 +368,16 @@ def main(argv: list[str] | None = None) -> int:
                      " --nll-images in 1..10000")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    report: dict[str, object] = {**machine(), "threads": args.threads, "reps": args.reps}
+    report: dict[str, object] = {**machine(), "threads": args.threads, "reps": args.reps, "device": args.device}
+    if args.device == "cuda" and ({"pca", "pythae"} & only):
+        parser.error("--device cuda times the training cases, nll and startup; pca and pythae run on the CPU only")
     print(f"bench: {report['machine']}; load average {report['load_average_start']}; {args.threads} thread(s)")
 
     fast_path_keys: list[str] = []
     with tempfile.TemporaryDirectory(prefix="genlab_bench_") as tmp:
-        for case in training_cases(only, args.steps_scale):
+        for case in training_cases(only, args.steps_scale, args.device):
             print(f"{case.name}: {case.steps} timed steps after {case.warmup}, batch {case.batch_size}", flush=True)
-            bench_training(case, args.reps, args.threads, Path(tmp))
+            bench_training(case, args.reps, args.threads, Path(tmp), args.device)
             for way, values in case.results.items():
                 report[f"{case.name}_{way}_steps_per_s"] = statistics.median(values)
             r = case.results
@@ -394,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                 fast_path_keys.append("vae_vs_pythae")
     if "nll" in only:
         print(f"nll: k=5000 on {args.nll_images} test images, {args.nll_threads} thread(s)", flush=True)
-        report.update(bench_nll(args.nll_images, args.nll_threads))
+        report.update(bench_nll(args.nll_images, args.nll_threads, args.device))
         report["nll_threads"] = args.nll_threads
         torch.set_num_threads(args.threads)
     if "pca" in only:

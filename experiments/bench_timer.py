@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 
 
 class StepTimer(L.Callback):
@@ -45,6 +46,8 @@ class StepTimer(L.Callback):
         self._validation_start: float | None = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)  # the clock then counts the queued kernels (once per item)
         now = time.perf_counter()
         if self.first_step_unix is None:
             self.first_step_unix = time.time()
