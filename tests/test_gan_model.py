@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from genlab.checks import ConfigError
@@ -198,11 +199,44 @@ def test_image_metrics_classifier_is_saved_and_reused(tmp_path: Path) -> None:
     assert {"test/fd", "test/classes", "test/loss"} <= set(t2.callback_metrics)
 
 
+class _EMASnapshots(L.Callback):
+    """The EMA generator's weights and val/loss at every validation end of training, by epoch."""
+
+    def __init__(self) -> None:
+        self.ema: dict[int, dict[str, torch.Tensor]] = {}
+        self.val_loss: dict[int, float] = {}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: GAN) -> None:
+        if not trainer.sanity_checking:
+            self.ema[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.generator_ema.state_dict().items()}
+            self.val_loss[trainer.current_epoch] = float(trainer.callback_metrics["val/loss"])
+
+
 def test_best_checkpoint_round_trip_with_ema(tmp_path: Path) -> None:
+    # best.ckpt must hold the EMA generator of the best epoch (not the raw generator, not the last epoch's EMA),
+    # and validating the loaded checkpoint must reproduce the val/loss the run logged for that epoch.
     model = mlp_gan(ema_decay=0.9)
-    t = trainer(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1, enable_checkpointing=True)
+    snapshots = _EMASnapshots()
+    best = ModelCheckpoint(tmp_path / "checkpoints", "best", monitor=model.monitor, mode=model.monitor_mode)
+    t = trainer(tmp_path, max_epochs=3, limit_train_batches=2, limit_val_batches=1, enable_checkpointing=True,
+                callbacks=[snapshots, best])
     t.fit(model, datamodule=ring8())
-    assert t.checkpoint_callback.best_model_path
+    best_epoch = min(snapshots.val_loss, key=snapshots.val_loss.get)
+    assert float(t.checkpoint_callback.best_model_score) == snapshots.val_loss[best_epoch]
+    assert best_epoch != 2 or snapshots.val_loss[0] != snapshots.val_loss[2]  # the epochs are told apart
+
+    loaded = mlp_gan(ema_decay=0.9)
+    checkpoint = torch.load(t.checkpoint_callback.best_model_path, map_location="cpu", weights_only=True)
+    loaded.load_state_dict(checkpoint["state_dict"])
+    assert checkpoint["epoch"] == best_epoch
+    for name, value in snapshots.ema[best_epoch].items():
+        assert torch.equal(loaded.generator_ema.state_dict()[name], value), name
+    # The EMA is not the raw generator (decay 0.9 over 2 steps per epoch), so a mix-up would be caught.
+    ema = dict(loaded.generator_ema.module.named_parameters())
+    assert any(not torch.equal(p, ema[n]) for n, p in loaded.generator.named_parameters())
+
+    validated = t.validate(model, datamodule=ring8(), ckpt_path="best", verbose=False)[0]
+    assert validated["val/loss"] == pytest.approx(snapshots.val_loss[best_epoch], rel=1e-6)
     t.test(model, datamodule=ring8(), ckpt_path="best", verbose=False)
     assert "test/mode_kl" in t.callback_metrics
 
