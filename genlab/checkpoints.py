@@ -120,6 +120,8 @@ class LastCheckpoint(Checkpoint):
         trainer.save_checkpoint(tmp, weights_only=False)  # the full state; collective: rank zero writes, all wait
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
+            for logger in trainer.loggers:
+                logger.save()  # the rows logged up to this state reach disk too, so a killed run keeps them
         self._saved_at = trainer.global_step
 
     def _active(self, trainer: L.Trainer) -> bool:

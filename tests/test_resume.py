@@ -13,7 +13,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import REPO, read_metrics, run_cli
+from conftest import REPO, run_cli
+from resume_checks import assert_same_run, csv_rows, final_state
 
 from genlab.checkpoints import (
     CheckpointError,
@@ -75,10 +76,6 @@ def kill_each_after_its_first_checkpoint(procs: dict[str, subprocess.Popen], ckp
         time.sleep(0.02)
 
 
-def final_state(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-
-
 def test_sigkilled_runs_resume_to_the_uninterrupted_result(tmp_path):
     # Killed runs live in <sweep>/<model>_last, so that one sweep per group over ckpt_path=null,last runs the
     # uninterrupted references (<model>_None) and resumes the killed runs (the same command + ckpt_path=last).
@@ -101,23 +98,36 @@ def test_sigkilled_runs_resume_to_the_uninterrupted_result(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     for model in GROUP_OF:
-        resumed, uninterrupted = final_state(killed[model]), final_state(sweep / f"{model}_None")
-        assert resumed["epoch"] == uninterrupted["epoch"] == 1
-        assert resumed["global_step"] == uninterrupted["global_step"] >= 2 * MIN_BATCHES_PER_EPOCH
-        assert resumed["state_dict"].keys() == uninterrupted["state_dict"].keys()
-        for name, tensor in uninterrupted["state_dict"].items():
-            assert torch.equal(resumed["state_dict"][name], tensor), f"{model}: {name} differs after resume"
-        assert len(resumed["optimizer_states"]) == (2 if model == "gan" else 1)
-        for opt_r, opt_u in zip(resumed["optimizer_states"], uninterrupted["optimizer_states"]):
-            assert opt_r["param_groups"] == opt_u["param_groups"]
-            for pid, moments in opt_u["state"].items():
-                for key, value in moments.items():
-                    assert torch.equal(torch.as_tensor(opt_r["state"][pid][key]), torch.as_tensor(value)), (model, key)
-        assert resumed["lr_schedulers"] == uninterrupted["lr_schedulers"]
-        assert read_metrics(killed[model]) == read_metrics(sweep / f"{model}_None"), model
+        assert_same_run(killed[model], sweep / f"{model}_None", model, 2 * MIN_BATCHES_PER_EPOCH, epoch=1)
     # The scheduler ran through the resume: two epochs of halving.
     vae = final_state(killed["vae"])
     assert vae["lr_schedulers"] and vae["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-3 / 4)
+
+
+def test_finished_runs_continue_to_the_uninterrupted_result(tmp_path):
+    # A 1-epoch run continued to 2 epochs from its last.ckpt (written at the epoch end) ends where a 2-epoch run
+    # ends, and its metrics.csv keeps the first epoch's rows. One sweep per data set runs both lengths; a second
+    # continues the 1-epoch folders. (Before LoaderEpoch, the continued loader served epoch 0's order again: the
+    # VAE's val/loss 29.28732 instead of 29.30327; every model here then failed the weight comparison.)
+    groups = {
+        "ring8": (["ae", "gan"], GROUPS["ring8"][1]),
+        # ++: the sweep's first composition has the default model, which lacks the VAE's keys
+        "digits": (["vae", "iwae"], [f"++{o}" if o.startswith("model.") else o for o in GROUPS["digits"][1]]),
+    }
+    common = [c for c in COMMON if not c.startswith(("trainer.max_epochs", "callbacks.last_checkpoint"))]
+    for models, group_overrides in groups.values():
+        model = "${hydra:runtime.choices.model}"
+        # Both lengths; then the 1-epoch folders continued to 2 epochs with the same overrides + ckpt_path=last.
+        for extra in (["trainer.max_epochs=1,2", f"hydra.sweep.subdir={model}_${{trainer.max_epochs}}"],
+                      ["trainer.max_epochs=2", "ckpt_path=last", f"hydra.sweep.subdir={model}_1"]):
+            proc = run_cli("-m", f"model={','.join(models)}", *group_overrides, *common, f"hydra.sweep.dir={tmp_path}",
+                           *extra)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+    for models, _ in groups.values():
+        for model in models:
+            assert_same_run(tmp_path / f"{model}_1", tmp_path / f"{model}_2", model, 2 * MIN_BATCHES_PER_EPOCH, epoch=1)
+    rows = csv_rows(tmp_path / "vae_1")
+    assert {row["epoch"] for row in rows if row["val/loss"]} == {"0", "1"}  # the premise: both epochs' rows
 
 
 def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
