@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench gpu-check clean
 
 install: $(STAMP)
 
@@ -27,8 +27,18 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check genlab tests experiments
 
-bench: install
+# The bench extra (pythae, for the vae_vs_pythae comparison) on top of the install; torch stays as installed.
+$(VENV)/.bench-installed: $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	touch $@
+
+bench: install $(VENV)/.bench-installed
 	$(PY) experiments/bench.py
+
+# On a CUDA machine: every model family under trainer=gpu (32, bf16-mixed, 16-mixed) and trainer=ddp, then the
+# bench, into experiments/gpu_check.json; without CUDA it says so and fails. At most 10 minutes.
+gpu-check: install $(VENV)/.bench-installed
+	$(PY) experiments/gpu_check.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -3,13 +3,19 @@
     make bench                                  # = python experiments/bench.py
     python experiments/bench.py --reps 5 --threads 1 --nll-images 500
     python experiments/bench.py --only toy_gan --reps 7
+    python experiments/bench.py --only nll --nll-images 10000      # nll_eval_seconds measured on all 10k
+    python experiments/bench.py --only startup,pythae             # start-up; the pythae job (bench extra)
 
 Training cases (MNIST VAE, MNIST GAN, 2-D ring GAN) run three ways with the same nets, losses, Adam, batch
 size and step count: (a) ``python -m genlab`` with a :class:`bench_timer.StepTimer` callback, (b) a minimal loop
 over the in-memory tensors, (c) a ``DataLoader(TensorDataset)`` loop (:mod:`bench_loops`). Start-up is excluded
 from all three: each is timed from the end of its ``warmup``-th step to the end of its last. Repetitions
 alternate the order of the ways; a ratio is the median over repetitions of genlab's steps/s over the other
-way's in the same repetition. Prints a table and writes ``experiments/bench.json`` (one flat object).
+way's in the same repetition. ``startup`` times ``python -m genlab`` from launch to the end of its first
+optimizer step (default logger and callbacks) beside a process that only imports torch and lightning;
+``pythae`` is :mod:`bench_pythae`. Prints a table and writes ``experiments/bench.json`` (one flat object);
+the keys whose genlab runs train with more than one optimizer step per loader item (the fast path,
+``data.steps_per_block`` > 1) are listed under ``fast_path_keys``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,14 +40,16 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench_loops import gan_step, make_gan, make_vae, run_loop, vae_step  # noqa: E402
+from bench_loops import gan_step, make_gan, make_vae, run_loop, synchronize, vae_step  # noqa: E402
 
 from genlab.data.idx import DataFileError  # noqa: E402
 from genlab.data.mnist import MNISTDataModule  # noqa: E402
 from genlab.data.toy2d import Toy2DDataModule  # noqa: E402
 
 TRAINING_CASES = ("vae", "gan", "toy_gan")
-ALL_CASES = (*TRAINING_CASES, "nll", "pca")
+ALL_CASES = (*TRAINING_CASES, "nll", "pca", "startup", "pythae")
+STARTUP_JOB = ["model=vae", "data=mnist", "data.binarize=static", "trainer.max_steps=2", "test=false"]
+IMPORT_FLOOR = "import torch, lightning"  # what any Lightning program pays before its first line of its own
 
 
 @dataclass
@@ -78,7 +87,7 @@ def load_mnist(binarize: str) -> MNISTDataModule:
     return dm
 
 
-def training_cases(only: set[str], steps_scale: float) -> list[Case]:
+def training_cases(only: set[str], steps_scale: float, device: str = "cpu") -> list[Case]:
     """The MNIST VAE (784-400-20, binarized), the MNIST MLP GAN and the ring8 GAN (2-128-128-2, batch 256)."""
     cases = []
 
@@ -90,14 +99,14 @@ def training_cases(only: set[str], steps_scale: float) -> list[Case]:
         x, y = dm.train_tensors()
         cases.append(Case(
             "vae", ["model=vae", "data=mnist", "data.binarize=static"],
-            lambda: vae_step(make_vae(dm.data_shape)), x, y, 128, n(150), 20,
+            lambda: vae_step(make_vae(dm.data_shape).to(device)), x, y, 128, n(150), 20,
         ))
     if "gan" in only:
         dm = load_mnist("none")
         x, y = dm.train_tensors()
         cases.append(Case(
             "gan", ["model=gan", "data=mnist", "model.generator_output=sigmoid", "model.sample_metrics=false"],
-            lambda: gan_step(make_gan(dm.data_shape, 16, [128, 128, 128], sigmoid_output=True)),
+            lambda: gan_step(make_gan(dm.data_shape, 16, [128, 128, 128], sigmoid_output=True).to(device)),
             x, y, 128, n(150), 20, optimizer_steps_per_batch=2,
         ))
     if "toy_gan" in only:
@@ -107,9 +116,12 @@ def training_cases(only: set[str], steps_scale: float) -> list[Case]:
             "toy_gan",
             ["model=gan", "data=ring8", "model.latent_dim=2",
              "model.generator.hidden=[128,128]", "model.discriminator.hidden=[128,128]"],
-            lambda: gan_step(make_gan(toy.data_shape, 2, [128, 128], sigmoid_output=False)),
+            lambda: gan_step(make_gan(toy.data_shape, 2, [128, 128], sigmoid_output=False).to(device)),
             x, y, 256, n(300), 30, optimizer_steps_per_batch=2, bar_off=True,
         ))
+    if device != "cpu":
+        for case in cases:
+            case.overrides.append("trainer=gpu")
     return cases
 
 
@@ -122,9 +134,26 @@ def genlab_command(case: Case, out: Path, run_dir: Path, progress_bar: bool) -> 
         f"trainer.max_steps={batches * case.optimizer_steps_per_batch}",
         "test=false", "logger=csv", f"trainer.enable_progress_bar={str(progress_bar).lower()}",
         f"hydra.run.dir={run_dir}",
-        "+callbacks.bench_timer._target_=experiments.bench_timer.StepTimer",
-        f"+callbacks.bench_timer.out={out}", f"+callbacks.bench_timer.warmup={case.warmup}",
+        *timer_overrides(out, case.warmup, case.optimizer_steps_per_batch),
     ]
+
+
+def timer_overrides(out: Path, warmup: int, optimizer_steps_per_batch: int = 1) -> list[str]:
+    """The overrides that add :class:`bench_timer.StepTimer` to a ``python -m genlab`` run."""
+    return [
+        "+callbacks.bench_timer._target_=experiments.bench_timer.StepTimer", f"+callbacks.bench_timer.out={out}",
+        f"+callbacks.bench_timer.warmup={warmup}",
+        f"+callbacks.bench_timer.optimizer_steps_per_batch={optimizer_steps_per_batch}",
+    ]
+
+
+def uses_fast_path(overrides: list[str]) -> bool:
+    """Whether genlab with ``overrides`` trains several optimizer steps per loader item (``data.steps_per_block`` > 1)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return int(cfg.data.get("steps_per_block", 1)) > 1
 
 
 def run_genlab(case: Case, threads: int, progress_bar: bool, workdir: Path) -> float:
@@ -141,15 +170,15 @@ def run_genlab(case: Case, threads: int, progress_bar: bool, workdir: Path) -> f
     return float(json.loads(out.read_text())["steps_per_s"])
 
 
-def bench_training(case: Case, reps: int, threads: int, workdir: Path) -> None:
+def bench_training(case: Case, reps: int, threads: int, workdir: Path, device: str = "cpu") -> None:
     """Alternate the ways over ``reps`` repetitions (rotating their order) and keep every steps/s."""
     ways: dict[str, Callable[[], float]] = {
         "genlab": lambda: run_genlab(case, threads, True, workdir),
         "genlab_no_bar": lambda: run_genlab(case, threads, False, workdir),
         "minimal": lambda: run_loop("minimal", case.make_step(), case.x, case.y, case.batch_size, case.steps,
-                                    case.warmup),
+                                    case.warmup, device),
         "dataloader": lambda: run_loop("dataloader", case.make_step(), case.x, case.y, case.batch_size,
-                                       case.steps, case.warmup),
+                                       case.steps, case.warmup, device),
     }
     if not case.bar_off:
         del ways["genlab_no_bar"]
@@ -163,30 +192,81 @@ def bench_training(case: Case, reps: int, threads: int, workdir: Path) -> None:
               + ", ".join(f"{k} {case.results[k][-1]:.1f}" for k in names), flush=True)
 
 
-def paired_ratio(case: Case, num: str, den: str) -> float:
-    """Median over repetitions of steps/s of ``num`` over ``den`` measured in the same repetition."""
-    return statistics.median(a / b for a, b in zip(case.results[num], case.results[den], strict=True))
+def paired_ratio(num: list[float], den: list[float]) -> float:
+    """Median over repetitions of ``num[i] / den[i]`` (both measured in repetition i), not a ratio of medians."""
+    return statistics.median(a / b for a, b in zip(num, den, strict=True))
 
 
-def bench_nll(images: int, threads: int) -> dict[str, float]:
-    """Seconds of the VAE's k=5000 importance-sampled log p(x) on the first ``images`` binarized test images."""
+def bench_nll(images: int, threads: int, device: str = "cpu") -> dict[str, float | int | bool]:
+    """Seconds of the VAE's k=5000 importance-sampled log p(x) on the first ``images`` binarized test images.
+
+    ``threads`` is torch's thread count; the evaluation spends them as that many chunk workers with one
+    intra-op thread each (:mod:`genlab.metrics.likelihood`). Under 10,000 images the full time is extrapolated.
+    """
     torch.set_num_threads(threads)
+    dm = load_mnist("static")
+    x_all = dm.split_tensors("test")[0]
+    x = x_all[:images]
+    model = vae_from_conf(dm.data_shape).to(device)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    for batch in x.to(device).split(dm.batch_size):
+        model.log_marginal_likelihood(batch, k=model.eval_k)
+    synchronize(torch.device(device))
+    seconds = time.perf_counter() - start
+    return {"nll_eval_k": model.eval_k, "nll_eval_chunk": model.eval_chunk, "nll_images_measured": len(x),
+            "nll_measured_seconds": seconds, "nll_eval_seconds": extrapolate(seconds, len(x), len(x_all)),
+            "nll_eval_extrapolated": len(x) < len(x_all)}
+
+
+def extrapolate(seconds: float, measured: int, total: int) -> float:
+    """The time for ``total`` items from ``seconds`` for ``measured`` of them (the cost is linear in items)."""
+    return seconds * total / measured
+
+
+def vae_from_conf(data_shape: tuple[int, ...]) -> torch.nn.Module:
+    """The VAE of ``model=vae data=mnist`` (784-400-20, eval_k, eval_chunk from conf/model/vae.yaml), in eval mode."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    dm = load_mnist("static")
-    x = dm.split_tensors("test")[0][:images]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["model=vae", "data=mnist"])
-    model = instantiate(cfg.model, data_shape=dm.data_shape).eval()
-    torch.manual_seed(0)
-    start = time.perf_counter()
-    for batch in x.split(dm.batch_size):
-        model.log_marginal_likelihood(batch, k=model.eval_k)
-    seconds = time.perf_counter() - start
-    full = seconds * len(dm.split_tensors("test")[0]) / len(x)
-    return {"nll_eval_k": model.eval_k, "nll_eval_chunk": model.eval_chunk, "nll_images_measured": len(x),
-            "nll_measured_seconds": seconds, "nll_eval_seconds": full, "nll_eval_extrapolated": len(x) < 10000}
+    return instantiate(cfg.model, data_shape=data_shape).eval()
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_startup(reps: int, threads: int, workdir: Path) -> dict[str, object]:
+    """Seconds from launching ``python -m genlab`` (the VAE job, default logger and callbacks) to the end of its
+    first optimizer step, beside a process that only runs ``import torch, lightning``, alternating; medians."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "GENLAB_DATA_DIR": str(data_root()),
+           "PYTHONWARNINGS": "ignore"}
+    walls: dict[str, list[float]] = {"genlab": [], "floor": []}
+    cpus: dict[str, list[float]] = {"genlab": [], "floor": []}
+    for rep in range(reps):
+        for way in ("genlab", "floor") if rep % 2 == 0 else ("floor", "genlab"):
+            run_dir = Path(tempfile.mkdtemp(dir=workdir))
+            out = run_dir / "steps.json"
+            cmd = ([sys.executable, "-m", "genlab", *STARTUP_JOB, f"hydra.run.dir={run_dir}",
+                    *timer_overrides(out, warmup=1)] if way == "genlab" else [sys.executable, "-c", IMPORT_FLOOR])
+            cpu0, launched = children_cpu_seconds(), time.time()
+            proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if proc.returncode != 0:
+                sys.exit(f"bench: {' '.join(cmd)} failed:\n{proc.stdout[-3000:]}")
+            ended = json.loads(out.read_text())["first_step_unix"] if way == "genlab" else time.time()
+            walls[way].append(ended - launched)
+            cpus[way].append(children_cpu_seconds() - cpu0)  # genlab: the whole 2-step process
+        print(f"  startup rep {rep + 1}/{reps}: genlab {walls['genlab'][-1]:.2f} s, "
+              f"import floor {walls['floor'][-1]:.2f} s", flush=True)
+    return {"startup_seconds": statistics.median(walls["genlab"]),
+            "startup_import_floor_seconds": statistics.median(walls["floor"]),
+            "startup_over_floor": paired_ratio(walls["genlab"], walls["floor"]),
+            "startup_process_cpu_seconds": statistics.median(cpus["genlab"]),
+            "startup_import_floor_cpu_seconds": statistics.median(cpus["floor"]),
+            "startup_job": " ".join(STARTUP_JOB)}
 
 
 def bench_pca(reps: int) -> dict[str, float | str]:
@@ -220,6 +300,37 @@ def bench_pca(reps: int) -> dict[str, float | str]:
             "pca_explained_variance_max_abs_diff": diff, "pca_sklearn_svd_solver": sk._fit_svd_solver}
 
 
+# The keys each case must leave in bench.json (the issue's targets among them).
+CASE_KEYS: dict[str, tuple[str, ...]] = {
+    **{c: (f"{c}_vs_minimal", f"{c}_vs_dataloader", f"{c}_genlab_steps_per_s", f"{c}_minimal_steps_per_s",
+           f"{c}_dataloader_steps_per_s") for c in TRAINING_CASES},
+    "nll": ("nll_eval_seconds", "nll_eval_extrapolated", "nll_images_measured", "nll_eval_k", "nll_threads"),
+    "pca": ("pca_vs_sklearn", "pca_genlab_seconds", "pca_sklearn_seconds"),
+    "startup": ("startup_seconds", "startup_import_floor_seconds", "startup_over_floor"),
+    "pythae": ("vae_vs_pythae", "pythae_wall_seconds", "genlab_wall_seconds", "pythae_test_nll", "genlab_test_nll"),
+}
+
+
+def missing_keys(report: dict[str, object], only: set[str]) -> list[str]:
+    """The keys the cases in ``only`` must have written and did not (plus the run's own: machine, loads)."""
+    need = ["machine", "load_average_start", "load_average_end", "fast_path_keys"]
+    need += [k for case in ALL_CASES if case in only for k in CASE_KEYS[case]]
+    return [k for k in need if k not in report]
+
+
+def merge_reports(old: dict[str, object], new: dict[str, object]) -> dict[str, object]:
+    """A partial run's keys over the last full report; the run's own fields (load, cases, fast-path keys) are
+    kept per run under ``partial_runs`` so every number stays next to the load it was measured under."""
+    own = ("machine", "load_average_start", "load_average_end", "threads", "reps", "device", "harness_seconds", "cases",
+           "fast_path_keys")
+    merged = {**old, **{k: v for k, v in new.items() if k not in own}}
+    runs = [r for r in old.get("partial_runs", []) if not set(r["cases"]) <= set(new["cases"])]  # type: ignore[union-attr]
+    merged["partial_runs"] = [*runs, {k: new[k] for k in own if k in new}]
+    stale = [k for k in old.get("fast_path_keys", []) if k not in new]  # type: ignore[union-attr]
+    merged["fast_path_keys"] = sorted({*stale, *new["fast_path_keys"]})  # type: ignore[misc]
+    return merged
+
+
 def machine() -> dict[str, str | float]:
     load1, load5, load15 = os.getloadavg()
     cpu = platform.processor() or platform.machine()
@@ -242,30 +353,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every case's timed step count")
     parser.add_argument("--nll-images", type=int, default=256, help="test images timed for the NLL (10000 = all)")
     parser.add_argument("--nll-threads", type=int, default=2, help="torch threads for the NLL (the target: 2 cores)")
+    parser.add_argument("--pythae-reps", type=int, default=2, help="alternations of the pythae and genlab processes")
+    parser.add_argument("--pythae-nll-k", type=int, default=1000,
+                        help="importance samples of the one estimator that scores both (all 10,000 test images)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="cuda: the loops and the NLL on the GPU, genlab with trainer=gpu (make gpu-check)")
     parser.add_argument("--only", default=",".join(ALL_CASES), help=f"comma-separated subset of {ALL_CASES}")
     parser.add_argument("--out", type=Path, default=HERE / "bench.json")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
-    if not only <= set(ALL_CASES) or min(args.reps, args.threads, args.nll_threads) < 1 or not 1 <= args.nll_images <= 10000:
-        parser.error(f"--only takes {ALL_CASES}; --reps, --threads, --nll-threads >= 1; --nll-images in 1..10000")
+    if (not only <= set(ALL_CASES) or min(args.reps, args.threads, args.nll_threads, args.pythae_reps,
+                                            args.pythae_nll_k) < 1 or not 1 <= args.nll_images <= 10000):
+        parser.error(f"--only takes {ALL_CASES}; --reps, --threads, --nll-threads, --pythae-reps, --pythae-nll-k >= 1;"
+                     " --nll-images in 1..10000")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    report: dict[str, object] = {**machine(), "threads": args.threads, "reps": args.reps}
+    report: dict[str, object] = {**machine(), "threads": args.threads, "reps": args.reps, "device": args.device}
+    if args.device == "cuda" and ({"pca", "pythae"} & only):
+        parser.error("--device cuda times the training cases, nll and startup; pca and pythae run on the CPU only")
     print(f"bench: {report['machine']}; load average {report['load_average_start']}; {args.threads} thread(s)")
 
+    fast_path_keys: list[str] = []
     with tempfile.TemporaryDirectory(prefix="genlab_bench_") as tmp:
-        for case in training_cases(only, args.steps_scale):
+        for case in training_cases(only, args.steps_scale, args.device):
             print(f"{case.name}: {case.steps} timed steps after {case.warmup}, batch {case.batch_size}", flush=True)
-            bench_training(case, args.reps, args.threads, Path(tmp))
+            bench_training(case, args.reps, args.threads, Path(tmp), args.device)
             for way, values in case.results.items():
                 report[f"{case.name}_{way}_steps_per_s"] = statistics.median(values)
-            report[f"{case.name}_vs_minimal"] = paired_ratio(case, "genlab", "minimal")
-            report[f"{case.name}_vs_dataloader"] = paired_ratio(case, "genlab", "dataloader")
+            r = case.results
+            report[f"{case.name}_vs_minimal"] = paired_ratio(r["genlab"], r["minimal"])
+            report[f"{case.name}_vs_dataloader"] = paired_ratio(r["genlab"], r["dataloader"])
             if case.bar_off:
-                report[f"{case.name}_no_bar_vs_minimal"] = paired_ratio(case, "genlab_no_bar", "minimal")
+                report[f"{case.name}_no_bar_vs_minimal"] = paired_ratio(r["genlab_no_bar"], r["minimal"])
+            if uses_fast_path(case.overrides):
+                fast_path_keys += [k for k in report if k.startswith(f"{case.name}_")]
+        if "startup" in only:
+            print(f"startup: python -m genlab {' '.join(STARTUP_JOB)} to its first optimizer step", flush=True)
+            report.update(bench_startup(args.reps, args.threads, Path(tmp)))
+            if uses_fast_path(STARTUP_JOB):
+                fast_path_keys.append("startup_seconds")
+        if "pythae" in only:
+            from bench_pythae import GENLAB_JOB, bench_vs_pythae
+
+            print(f"pythae: the 5-epoch VAE job, whole processes, {args.pythae_reps} alternations", flush=True)
+            report.update(bench_vs_pythae(Path(tmp) / "pythae", args.pythae_reps, args.threads, args.pythae_nll_k,
+                                          args.nll_threads))
+            if uses_fast_path(GENLAB_JOB):
+                fast_path_keys.append("vae_vs_pythae")
     if "nll" in only:
         print(f"nll: k=5000 on {args.nll_images} test images, {args.nll_threads} thread(s)", flush=True)
-        report.update(bench_nll(args.nll_images, args.nll_threads))
+        report.update(bench_nll(args.nll_images, args.nll_threads, args.device))
         report["nll_threads"] = args.nll_threads
         torch.set_num_threads(args.threads)
     if "pca" in only:
@@ -273,6 +410,13 @@ def main(argv: list[str] | None = None) -> int:
         report.update(bench_pca(args.reps))
     report["load_average_end"] = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     report["harness_seconds"] = time.perf_counter() - started
+    report["fast_path_keys"] = fast_path_keys
+    report["cases"] = sorted(only)
+    missing = missing_keys(report, only)
+    if missing:
+        sys.exit(f"bench: the report lacks {missing} for --only {','.join(sorted(only))}")
+    if only != set(ALL_CASES) and args.out.is_file():
+        report = merge_reports(json.loads(args.out.read_text()), report)
 
     print("\nresult                         value")
     for key, value in report.items():

@@ -37,6 +37,11 @@ class VAEParts:
     latent_dim: int
     encoder_min_log_var: float = -12.0
 
+    def to(self, device: torch.device | str) -> VAEParts:
+        self.encoder.to(device)
+        self.decoder.to(device)
+        return self
+
     def loss(self, x: Tensor) -> Tensor:
         """-ELBO batch mean at one sample: -(log p(x|z) - KL(q(z|x) || N(0, I))), z = mean + sigma * eps."""
         mean, raw = self.encoder(x).chunk(2, dim=-1)
@@ -76,9 +81,16 @@ class GANParts:
     loss: GANLoss
     latent_dim: int
     sigmoid_output: bool = False
+    device: torch.device = torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> GANParts:
+        self.device = torch.device(device)
+        self.generator.to(device)
+        self.discriminator.to(device)
+        return self
 
     def generate(self, n: int) -> Tensor:
-        out = self.generator(torch.randn(n, self.latent_dim))
+        out = self.generator(torch.randn(n, self.latent_dim, device=self.device))
         return out.sigmoid() if self.sigmoid_output else out
 
 
@@ -115,32 +127,45 @@ def gan_step(parts: GANParts, lr: float = 1e-3, betas: tuple[float, float] = (0.
 def minimal_batches(x: Tensor, batch_size: int) -> Iterator[Tensor]:
     """Endless shuffled batches of the in-memory ``x``: a fresh permutation per epoch, the last short batch kept."""
     while True:
-        order = torch.randperm(len(x))
+        order = torch.randperm(len(x), device=x.device)
         for start in range(0, len(x), batch_size):
             yield x[order[start : start + batch_size]]
 
 
-def dataloader_batches(x: Tensor, y: Tensor, batch_size: int) -> Iterator[Tensor]:
-    """Endless batches from a standard ``DataLoader(TensorDataset(x, y), shuffle=True)`` with no workers."""
-    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
+def dataloader_batches(x: Tensor, y: Tensor, batch_size: int, device: torch.device) -> Iterator[Tensor]:
+    """Endless batches from a standard ``DataLoader(TensorDataset(x, y), shuffle=True)`` with no workers, each
+    moved to ``device`` (the data stay on the CPU, as a DataLoader user keeps them)."""
+    loader = DataLoader(TensorDataset(x.cpu(), y.cpu()), batch_size=batch_size, shuffle=True)
     while True:
         for xb, _ in loader:
-            yield xb
+            yield xb.to(device, non_blocking=True)
 
 
-def time_steps(step: Step, batches: Iterator[Tensor], steps: int, warmup: int) -> float:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a clock read after it counts that work (a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(step: Step, batches: Iterator[Tensor], steps: int, warmup: int, device: torch.device) -> float:
     """Steps per second over ``steps`` steps (data fetch included) after ``warmup`` untimed ones."""
     for _ in range(warmup):
         step(next(batches))
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         step(next(batches))
+    synchronize(device)
     return steps / (time.perf_counter() - start)
 
 
-def run_loop(loop: str, step: Step, x: Tensor, y: Tensor, batch_size: int, steps: int, warmup: int) -> float:
-    """Steps per second of ``step`` fed by the ``minimal`` or the ``dataloader`` loop."""
+def run_loop(loop: str, step: Step, x: Tensor, y: Tensor, batch_size: int, steps: int, warmup: int,
+             device: torch.device | str = "cpu") -> float:
+    """Steps per second of ``step`` (its nets already on ``device``) fed by the ``minimal`` loop (``x`` moved to
+    ``device`` once) or the ``dataloader`` loop (each batch moved)."""
     if loop not in LOOPS:
         raise ValueError(f"loop={loop!r}: expected one of {LOOPS}")
-    batches = minimal_batches(x, batch_size) if loop == "minimal" else dataloader_batches(x, y, batch_size)
-    return time_steps(step, batches, steps, warmup)
+    device = torch.device(device)
+    batches = (minimal_batches(x.to(device), batch_size) if loop == "minimal"
+               else dataloader_batches(x, y, batch_size, device))
+    return time_steps(step, batches, steps, warmup, device)

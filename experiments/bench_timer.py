@@ -3,10 +3,15 @@
     python -m genlab ... +callbacks.bench_timer._target_=experiments.bench_timer.StepTimer \
         +callbacks.bench_timer.warmup=20 +callbacks.bench_timer.out=/tmp/steps.json
 
-The clock starts when the ``warmup``-th training batch has finished and stops when the last one has, so it
-spans whole steps (data fetch, step, logging, progress bar, every per-batch callback) of the batches in
-between. Validation epochs that fall inside the window (with their pictures and checkpoints) are timed apart
-and left out of the steps/s, because the hand-written loops it is compared with do not validate.
+It counts minibatches as ``trainer.global_step / optimizer_steps_per_batch`` (a GAN takes two optimizer steps
+per minibatch), so it counts the same with one minibatch per loader item and with the fast path's blocks of
+several minibatches per item. The clock starts at the end of the first loader item by which ``warmup``
+minibatches are done and stops at the end of the last one, so it spans whole steps (data fetch, step, logging,
+progress bar, every per-batch callback) of the items in between. Validation epochs that fall inside the
+window (with their pictures and checkpoints) are timed apart and left out of the steps/s, because the
+hand-written loops it is compared with do not validate. It also writes the wall-clock time (``time.time()``)
+at which the first item ended, so the harness, which knows when it launched the process, gets the start-up
+time to the first optimizer step.
 """
 
 from __future__ import annotations
@@ -17,30 +22,41 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 
 
 class StepTimer(L.Callback):
-    """Writes ``{"steps", "seconds", "steps_per_s", "validation_seconds"}`` for the training batches after ``warmup``."""
+    """Writes ``{"steps", "seconds", "steps_per_s", "validation_seconds", "first_step_unix"}`` after ``warmup``."""
 
-    def __init__(self, out: str, warmup: int = 20) -> None:
+    def __init__(self, out: str, warmup: int = 20, optimizer_steps_per_batch: int = 1) -> None:
         super().__init__()
-        if warmup < 1:
-            raise ValueError(f"warmup={warmup!r}: expected at least 1 batch before the clock starts")
+        if warmup < 1 or optimizer_steps_per_batch < 1:
+            raise ValueError(f"warmup={warmup!r}, optimizer_steps_per_batch={optimizer_steps_per_batch!r}: "
+                             "expected at least 1 each")
         self.out = Path(out)
         self.warmup = int(warmup)
-        self.batches = 0
+        self.per_batch = int(optimizer_steps_per_batch)
         self.start: float | None = None
+        self.start_batches = 0
         self.stop: float | None = None
+        self.stop_batches = 0
+        self.first_step_unix: float | None = None
         self.validation_seconds = 0.0
-        self._pending_validation = 0.0  # counted when a later batch ends: a validation after the last batch is not
+        self._pending_validation = 0.0  # counted when a later item ends: a validation after the last one is not
         self._validation_start: float | None = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        self.batches += 1
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)  # the clock then counts the queued kernels (once per item)
         now = time.perf_counter()
-        if self.batches == self.warmup:
-            self.start = now
-        self.stop = now
+        if self.first_step_unix is None:
+            self.first_step_unix = time.time()
+        batches = trainer.global_step // self.per_batch
+        if self.start is None:
+            if batches >= self.warmup:
+                self.start, self.start_batches = now, batches
+            return
+        self.stop, self.stop_batches = now, batches
         self.validation_seconds += self._pending_validation
         self._pending_validation = 0.0
 
@@ -54,12 +70,13 @@ class StepTimer(L.Callback):
             self._validation_start = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.start is None or self.stop is None or self.batches <= self.warmup:
-            raise RuntimeError(f"StepTimer: {self.batches} batches ran, need more than warmup={self.warmup}")
-        steps = self.batches - self.warmup
+        if self.start is None or self.stop is None:
+            raise RuntimeError(f"StepTimer: {trainer.global_step // self.per_batch} minibatches ran, need more "
+                               f"than warmup={self.warmup} and one more loader item")
+        steps = self.stop_batches - self.start_batches
         seconds = self.stop - self.start - self.validation_seconds
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text(json.dumps({
             "steps": steps, "seconds": seconds, "steps_per_s": steps / seconds,
-            "validation_seconds": self.validation_seconds,
+            "validation_seconds": self.validation_seconds, "first_step_unix": self.first_step_unix,
         }))

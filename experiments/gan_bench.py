@@ -1,249 +1,614 @@
-"""GAN benchmarks: mode coverage on the 2-D ring and grid for every loss, and an MNIST GAN; writes ``## GANs``.
+"""GAN tables: PacGAN's 2-D table, the five losses on the same protocol, the MNIST GAN; writes ``## GANs``.
 
-    python experiments/gan_bench.py modes                    # 5 losses x 3 seeds on ring8 and grid25 (multiruns)
-    python experiments/gan_bench.py modes --data ring8 --seeds 0,1
-    python experiments/gan_bench.py mnist                    # experiment=gan_mnist; copies its sample grid here
-    python experiments/gan_bench.py table                    # rebuild the RESULTS.md section from the records
+    python experiments/reproduce.py gan2d --budget cpu|full          # both 2-D tables (or gan_bench.py gan2d)
+    python experiments/reproduce.py gan2d --budget cpu --only pacgan --data ring --seeds 0,1 --dry-run
+    python experiments/reproduce.py gan_mnist --budget cpu|full      # the MNIST GAN against steps, 3 seeds
+    python experiments/gan_bench.py speed                            # steps/s of experiment=pacgan_ring, 1 thread
+    python experiments/gan_bench.py table                            # rebuild the section from the records
 
-Every run is ``python -m genlab ...`` (the exact command is recorded); measured values, wall time and machine
-load go to experiments/gan_results.json, and the ``## GANs`` section of experiments/RESULTS.md is rebuilt from
-all records, leaving the other sections as they are.
+gan2d: the PacGAN table (GAN and PacGAN2/3/4 on ring and grid, 10 seeds at ``full`` as the paper, 5 at ``cpu``)
+and the losses table (minimax, nonsaturating, wgan_gp, hinge, lsgan on ring and grid, 3 seeds), all with
+``experiment=pacgan_ring|pacgan_grid``. PacGAN-m keeps the reference's 100 packed discriminator inputs per step
+and its number of generator steps: batch 100m, m times the epochs. ``full`` is the protocol's 400 epochs
+(400,000 generator steps a run); ``cpu`` is 20 (5 %), ``--epochs`` sets another budget.
+
+Every run is one ``python -m genlab ...`` process (one thread unless ``--threads``; ``--jobs`` runs several at
+once). Each finished run is recorded in experiments/gan_results.json under its exact command, so an
+interrupted table resumes where it stopped and runs shared by two tables (the nonsaturating loss is the GAN
+row) run once. Rows carry the command, seeds, generator steps, wall time, machine load (sampled during the
+run), mean ± standard error over seeds and learning curves (PNG) of every validation epoch.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import math
 import os
 import platform
 import re
+import resource
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "experiments" / "RESULTS.md"
-RECORDS = REPO / "experiments" / "gan_results.json"
-MNIST_GRID = REPO / "experiments" / "gan_mnist_samples.png"
+EXPERIMENTS = REPO / "experiments"
 HEADING = "## GANs"
 LOSSES = ("minimax", "nonsaturating", "wgan_gp", "hinge", "lsgan")
+PACKS = (1, 2, 3, 4)
+TOY_DATA = ("ring", "grid")
 MODE_KEYS = ("modes", "hq", "mode_kl")
 IMAGE_KEYS = ("fd", "precision", "recall", "classes", "class_entropy")
+# Issue 13's MNIST targets: every seed 10/10 classes, class entropy >= 2.25 nats, precision and recall >= 0.8.
+MNIST_TARGETS = {"classes": 10.0, "class_entropy": 2.25, "precision": 0.8, "recall": 0.8}
 
-# Published numbers for context (their budgets: ~400 epochs of 100k samples, other architectures), as recalled
-# from VEEGAN (Srivastava et al. 2017, Table 1) and PacGAN (Lin et al. 2018, Table 1); check them against the
-# papers before quoting them elsewhere.
-PUBLISHED = {
-    "ring8": [
-        ("GAN (VEEGAN Table 1)", "1", "99.3", "–"),
-        ("Unrolled GAN (VEEGAN Table 1)", "7.6", "35.6", "–"),
-        ("VEEGAN (VEEGAN Table 1)", "8.0", "52.9", "–"),
-        ("GAN (PacGAN Table 1, ring r=1, std 0.01)", "6.3 ± 0.5", "98.2 ± 0.2", "0.45 ± 0.09"),
-        ("PacGAN2 (PacGAN Table 1)", "7.9 ± 0.1", "95.6 ± 2.0", "0.07 ± 0.03"),
-    ],
-    "grid25": [
-        ("GAN (VEEGAN Table 1)", "3.3", "0.5", "–"),
-        ("Unrolled GAN (VEEGAN Table 1)", "23.6", "16.0", "–"),
-        ("VEEGAN (VEEGAN Table 1)", "24.6", "40.0", "–"),
-        ("GAN (PacGAN Table 1)", "17.3 ± 0.8", "94.8 ± 0.7", "0.70 ± 0.07"),
-        ("PacGAN2 (PacGAN Table 1)", "23.8 ± 0.7", "91.3 ± 0.8", "0.13 ± 0.04"),
-    ],
+# PacGAN Table 1 (Lin et al. 2018; mean ± standard error over 10 trials): modes, high-quality %, reverse KL.
+PACGAN_TABLE1 = {
+    ("ring", 1): ((6.3, 0.5), (98.2, 0.2), (0.45, 0.09)),
+    ("ring", 2): ((7.9, 0.1), (95.6, 2.0), (0.07, 0.03)),
+    ("ring", 3): ((7.8, 0.1), (97.7, 0.3), (0.10, 0.02)),
+    ("ring", 4): ((7.8, 0.1), (95.9, 1.4), (0.07, 0.02)),
+    ("grid", 1): ((17.3, 0.8), (94.8, 0.7), (0.70, 0.07)),
+    ("grid", 2): ((23.8, 0.7), (91.3, 0.8), (0.13, 0.04)),
+    ("grid", 3): ((24.6, 0.4), (94.2, 0.4), (0.06, 0.02)),
+    ("grid", 4): ((24.8, 0.2), (93.6, 0.6), (0.04, 0.01)),
 }
 
 
-def genlab(args: list[str], env: dict[str, str] | None = None) -> tuple[str, float]:
-    """Run ``python -m genlab ARGS`` (niced) and return the command line and its wall time in seconds."""
-    command = [sys.executable, "-m", "genlab", *args]
-    start = time.time()
-    # One intra-op thread: these nets are small, and on a shared CPU two spinning OpenMP threads per process
-    # made steps 15x slower (46 ms vs 740 ms per toy step measured at load average ~7 on 2 cores).
-    threads = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    proc = subprocess.run(["nice", "-n", "10", *command], cwd=REPO, env={**os.environ, **threads, **(env or {})})
-    if proc.returncode != 0:
-        sys.exit(f"failed ({proc.returncode}): {' '.join(command)}")
-    return f"OMP_NUM_THREADS={threads['OMP_NUM_THREADS']} python -m genlab " + " ".join(args), time.time() - start
+# -- budgets and rows ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Budget:
+    """Epochs of a pack-1 run (PacGAN-m runs m times as many), validation spacing, seeds, extra overrides."""
+
+    epochs: int
+    val_every: int
+    pacgan_seeds: tuple[int, ...]
+    loss_seeds: tuple[int, ...]
+    mnist_seeds: tuple[int, ...]
+    mnist: tuple[str, ...]
+    extra: tuple[str, ...] = ()
+    note: str = ""
 
 
-def machine() -> dict[str, str]:
-    return {
-        "machine": f"{platform.machine()} {os.cpu_count()} cores",
-        "load": f"{os.getloadavg()[0]:.1f}",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+BUDGETS = {
+    "full": Budget(
+        400, 10, tuple(range(10)), (0, 1, 2), (0, 1, 2),
+        ("trainer.max_epochs=30", "trainer.limit_train_batches=1.0"),
+        note="the protocol's 400 epochs: 400,000 generator steps a run",
+    ),
+    "cpu": Budget(
+        20, 1, tuple(range(5)), (0, 1, 2), (0, 1, 2),
+        ("trainer.max_epochs=10", "trainer.limit_train_batches=500"),
+        note="20 of the protocol's 400 epochs: 20,000 generator steps a run",
+    ),
+    # The whole pipeline in about a minute: for trying the command, not for numbers.
+    "smoke": Budget(
+        2, 1, (0,), (0,), (0,),
+        ("trainer.max_epochs=2", "trainer.limit_train_batches=20", "model.feature_classifier_steps=50"),
+        extra=("data.n_train=1000", "data.n_val=500", "data.n_test=500"),
+        note="smoke test of the pipeline (1,000 samples, 2 epochs)",
+    ),
+}  # fmt: skip
 
 
-def read_run(run_dir: Path) -> tuple[dict[str, str], dict[str, float]]:
-    """The run's command-line overrides (as key -> value) and its metrics.json."""
-    overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
-    chosen = dict(o.split("=", 1) for o in overrides if "=" in o)
-    return chosen, json.loads((run_dir / "metrics.json").read_text())
+@dataclass(frozen=True)
+class Row:
+    """One table row: its runs differ only by seed."""
+
+    table: str  # pacgan | losses | mnist
+    data: str  # ring | grid | mnist
+    name: str
+    overrides: tuple[str, ...]
+    seeds: tuple[int, ...]
+    published: tuple[tuple[float, float], ...] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.table}/{self.data}/{self.name}"
+
+    @property
+    def ident(self) -> str:
+        return f"{self.key} | {' '.join(self.overrides)}"
+
+    def as_record(self) -> dict:
+        return {"table": self.table, "data": self.data, "name": self.name, "overrides": list(self.overrides),
+                "published": self.published}  # fmt: skip
+
+    @classmethod
+    def from_record(cls, rec: dict) -> Row:
+        published = tuple(tuple(p) for p in rec["published"]) if rec.get("published") else None
+        return cls(rec["table"], rec["data"], rec["name"], tuple(rec["overrides"]), (), published)  # type: ignore[arg-type]
 
 
-def mode_picture(sweep: Path, data: str, loss: str = "nonsaturating", seed: str = "0") -> Path | None:
-    """Copy the last mode-scatter picture of ``loss`` at ``seed`` to experiments/gan_<data>_modes.png."""
-    for run_dir in sweep.iterdir():
-        if (run_dir / "metrics.json").is_file():
-            chosen, _ = read_run(run_dir)
-            pictures = sorted((run_dir / "images").glob("modes_epoch*.png"))
-            if chosen.get("loss") == loss and chosen.get("seed") == seed and pictures:
-                target = REPO / "experiments" / f"gan_{data}_modes.png"
-                shutil.copyfile(pictures[-1], target)
-                return target
-    return None
+def epochs_overrides(epochs: int, val_every: int, pack: int) -> tuple[str, ...]:
+    """A PacGAN-m run: m times the epochs of batch 100m, so 100 packed D inputs and 1,000 G steps per 100k samples."""
+    return (
+        f"data.batch_size={100 * pack}",
+        f"trainer.max_epochs={epochs * pack}",
+        f"trainer.check_val_every_n_epoch={val_every * pack}",
+    )
 
 
-def run_modes(data: str, seeds: str, out: Path, records: dict, extra: list[str]) -> None:
-    """One multirun: every loss x seed on ``data``; records the final validation epoch of each run."""
-    sweep = out / data
-    if sweep.exists():
-        shutil.rmtree(sweep)
-    args = ["-m", f"experiment=gan_{data}", f"loss={','.join(LOSSES)}", f"seed={seeds}", *extra, f"hydra.sweep.dir={sweep}"]
-    command, wall = genlab(args)
-    runs = [p for p in sweep.iterdir() if (p / "metrics.json").is_file()]
-    per_loss: dict[str, list[dict[str, float]]] = {}
-    for run_dir in runs:
-        chosen, metrics = read_run(run_dir)
-        per_loss.setdefault(chosen["loss"], []).append(metrics)
-    if not runs:
-        sys.exit(f"no finished run under {sweep}")
-    epochs = yaml.safe_load((runs[0] / ".hydra" / "config.yaml").read_text())["trainer"]["max_epochs"]
-    picture = mode_picture(sweep, data)
-    records.setdefault("modes", {})[data] = {
-        "picture": picture.name if picture else None,
-        "command": command.replace(f"hydra.sweep.dir={sweep}", "hydra.sweep.dir=<dir>"),
-        "wall_s": wall,
-        "runs": len(runs),
-        "epochs": epochs,
-        **machine(),
-        "losses": {
-            loss: {
-                f"{stage}/{k}": [m[f"{stage}/{k}"] for m in sorted(ms, key=lambda m: m["seed"])]
-                for stage in ("val", "test")
-                for k in MODE_KEYS
-            }
-            for loss, ms in per_loss.items()
-        },
-    }
+def gan2d_rows(budget: Budget, epochs: int, tables: Sequence[str], data: Sequence[str],
+               seeds: tuple[int, ...] | None = None) -> list[Row]:  # fmt: skip
+    """The PacGAN table (GAN, PacGAN2-4) and the losses table on ``data``, at ``epochs`` pack-1 epochs."""
+    val_every = max(1, min(budget.val_every, epochs // 4 or 1))
+    rows = []
+    for d in data:
+        if "pacgan" in tables:
+            for m in PACKS:
+                rows.append(Row(
+                    "pacgan", d, "GAN" if m == 1 else f"PacGAN{m}",
+                    (f"experiment=pacgan_{d}", f"model.pack={m}", *epochs_overrides(epochs, val_every, m),
+                     *budget.extra),
+                    seeds or budget.pacgan_seeds, PACGAN_TABLE1[(d, m)],
+                ))  # fmt: skip
+        if "losses" in tables:
+            for loss in LOSSES:
+                # The nonsaturating row is the GAN row's command: its runs are shared.
+                rows.append(Row(
+                    "losses", d, loss,
+                    (f"experiment=pacgan_{d}", "model.pack=1", *epochs_overrides(epochs, val_every, 1),
+                     *budget.extra, *([] if loss == "nonsaturating" else [f"loss={loss}"])),
+                    seeds or budget.loss_seeds, PACGAN_TABLE1[(d, 1)] if loss == "nonsaturating" else None,
+                ))  # fmt: skip
+    return rows
 
 
-def run_mnist(out: Path, data_dir: str, records: dict, extra: list[str]) -> None:
-    """experiment=gan_mnist; keeps its metrics and copies the last fixed-noise grid to experiments/."""
-    run_dir = out / "mnist"
+def mnist_rows(budget: Budget, data_dir: str, seeds: tuple[int, ...] | None, classifier: Path) -> list[Row]:
+    """experiment=gan_mnist at the budget; every seed scored in the features of one shared classifier."""
+    overrides = ("experiment=gan_mnist", *budget.mnist, f"model.feature_classifier_path={classifier}")
+    return [Row("mnist", "mnist", "DCGAN-style, nonsaturating", overrides, seeds or budget.mnist_seeds,
+                env={"GENLAB_DATA_DIR": data_dir})]  # fmt: skip
+
+
+# -- running ------------------------------------------------------------------------------------------
+def run_key(overrides: Iterable[str], seed: int) -> str:
+    return " ".join([*overrides, f"seed={seed}"])
+
+
+def command_line(row: Row, seed: int, threads: int, trainer: str | None) -> str:
+    """The shell command of one run (without its run folder), as recorded in the table."""
+    env = {**row.env, "OMP_NUM_THREADS": str(threads)}
+    extra = [f"trainer={trainer}"] if trainer else []
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    return f"{prefix} python -m genlab {' '.join(shlex.quote(o) for o in [*row.overrides, *extra, f'seed={seed}'])}"
+
+
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    names = []
+    if cpuinfo.is_file():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+    return f"{names[0] if names else platform.machine()}, {os.cpu_count()} cores"
+
+
+def read_curve(run_dir: Path) -> list[dict[str, float]]:
+    """Every validation epoch of the run's csv log: generator steps (batches so far) and the val/ sample metrics."""
+    files = sorted(run_dir.glob("csv/**/metrics.csv")) or sorted(run_dir.glob("**/metrics.csv"))
+    if not files:
+        return []
+    points = []
+    with files[0].open() as fh:
+        for row in csv.DictReader(fh):
+            values = {k[4:]: float(v) for k, v in row.items() if k.startswith("val/") and v not in ("", None)}
+            if values and any(k in values for k in (*MODE_KEYS, *IMAGE_KEYS)):
+                # Lightning logs validation at the last trained batch's index: one generator step per batch.
+                points.append({"step": int(row["step"]) + 1, "epoch": int(row["epoch"]), **values})
+    return points
+
+
+def run_one(row: Row, seed: int, out: Path, threads: int, trainer: str | None) -> dict:
+    """Run one seed of ``row`` in its own folder; the record of its command, cost, final metrics and curve."""
+    run_dir = out / row.table / row.data / re.sub(r"\W+", "_", row.name) / f"seed{seed}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    command, wall = genlab(["experiment=gan_mnist", *extra, f"hydra.run.dir={run_dir}"], env={"GENLAB_DATA_DIR": data_dir})
-    _, metrics = read_run(run_dir)
-    grids = sorted((run_dir / "images").glob("fixed_noise_epoch*.png"))
-    shutil.copyfile(grids[-1], MNIST_GRID)
-    log = (run_dir / "train.log").read_text() if (run_dir / "train.log").is_file() else ""
-    acc = re.search(r"held-out accuracy ([0-9.]+)", log)
+    env = {**os.environ, **row.env, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env.setdefault("WANDB_MODE", "offline")
+    args = [*row.overrides, *([f"trainer={trainer}"] if trainer else []), f"seed={seed}",
+            "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    loads = [os.getloadavg()[0]]
+    start, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    log = (out / "logs").joinpath(f"{row.table}_{row.data}_{re.sub(r'[^A-Za-z0-9]+', '_', row.name)}_{seed}.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "genlab", *args], cwd=REPO, env=env, stdout=fh, stderr=fh)
+        while proc.poll() is None:
+            time.sleep(1.0)
+            if time.perf_counter() - start > 15 * len(loads):  # a load sample every 15 s
+                loads.append(os.getloadavg()[0])
+    wall = time.perf_counter() - start
+    loads.append(os.getloadavg()[0])
+    done = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"{row.key} seed {seed} failed ({proc.returncode}); log: {log}\n{log.read_text()[-3000:]}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    curve = read_curve(run_dir)
     config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
-    records["mnist"] = {
-        "command": f"GENLAB_DATA_DIR={data_dir} " + command.replace(f"hydra.run.dir={run_dir}", "hydra.run.dir=<dir>"),
-        "wall_s": wall,
+    pictures = sorted((run_dir / "images").glob("modes_epoch*.png")) or sorted(
+        (run_dir / "images").glob("fixed_noise_epoch*.png")
+    )
+    return {
+        "command": command_line(row, seed, threads, trainer),
+        "overrides": list(row.overrides),
+        "seed": seed,
+        "steps": curve[-1]["step"] if curve else None,
         "epochs": config["trainer"]["max_epochs"],
-        "batches_per_epoch": config["trainer"]["limit_train_batches"],
-        "batch_size": config["data"]["batch_size"],
-        "classifier_accuracy": float(acc.group(1)) if acc else None,
-        "grid": grids[-1].name,
-        **machine(),
-        "metrics": {k: v for k, v in metrics.items() if k.split("/")[-1] in IMAGE_KEYS},
+        "wall_s": round(wall, 1),
+        # Only this run's process tree, with --jobs > 1 other runs' CPU time would be mixed in.
+        "cpu_s": round(done.ru_utime - usage.ru_utime + done.ru_stime - usage.ru_stime, 1),
+        "load_mean": round(statistics.mean(loads), 2),
+        "load_max": round(max(loads), 2),
+        "threads": threads,
+        "machine": cpu_name() + (f", trainer={trainer}" if trainer else ""),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "run_dir": str(run_dir),
+        "picture": str(pictures[-1]) if pictures else None,
+        "final": {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))},
+        "curve": curve,
     }
 
 
-def mean_std(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
-    values = [v * scale for v in values]
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+def run_rows(rows: Sequence[Row], records: dict, save, out: Path, threads: int, jobs: int,
+             trainer: str | None, rerun: bool) -> None:  # fmt: skip
+    """Run every (row, seed) not yet recorded (or all with ``rerun``), ``jobs`` at a time, saving after each."""
+    todo, seen = [], set()
+    for row in rows:
+        for seed in row.seeds:
+            key = run_key(row.overrides, seed)
+            if key in seen or (key in records["runs"] and not rerun):
+                continue
+            seen.add(key)
+            todo.append((row, seed, key))
+    print(f"{len(todo)} runs to do ({sum(len(r.seeds) for r in rows) - len(todo)} recorded or shared)", flush=True)
+
+    lock = threading.Lock()
+
+    def work(item: tuple[Row, int, str]) -> None:
+        row, seed, key = item
+        print(f"running {row.key} seed {seed} ...", flush=True)
+        rec = run_one(row, seed, out, threads, trainer)
+        with lock:
+            records["runs"][key] = rec
+            save()
+        final = rec["final"]
+        summary = ", ".join(f"{k} {final[f'val/{k}']:.3g}" for k in (*MODE_KEYS, *IMAGE_KEYS) if f"val/{k}" in final)
+        print(f"  {row.key} seed {seed}: {summary} ({rec['wall_s'] / 60:.1f} min)", flush=True)
+
+    for row in rows:
+        records.setdefault("rows", {})[row.ident] = row.as_record()
+    if todo:  # the first run alone: it may write a file the others read (the MNIST feature classifier)
+        work(todo[0])
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(work, todo[1:]))
 
 
-def modes_table(data: str, rec: dict) -> list[str]:
-    k = {"ring8": 8, "grid25": 25}[data]
+# -- statistics and the verdict ------------------------------------------------------------------------
+def mean_se(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and standard error of the mean (sample std / sqrt(n)); no error for a single value."""
+    if len(values) < 2:
+        return float(values[0]), None
+    return statistics.mean(values), statistics.stdev(values) / math.sqrt(len(values))
+
+
+def fmt(mean: float, se: float | None, digits: int = 1) -> str:
+    return f"{mean:.{digits}f}" if se is None else f"{mean:.{digits}f} ± {se:.{digits}f}"
+
+
+def verdict(ours: tuple[float, float | None], published: tuple[float, float], higher_is_better: bool) -> str:
+    """'within 2 SE' when |ours - published| <= 2 sqrt(se_ours^2 + se_published^2), else 'better' or 'worse'."""
+    (m, se), (p, pse) = ours, published
+    if abs(m - p) <= 2 * math.hypot(se or 0.0, pse):
+        return "within 2 SE"
+    return "better" if (m > p) == higher_is_better else "worse"
+
+
+def row_runs(row: Row, records: dict) -> list[dict]:
+    """Every recorded run of ``row``'s command, whatever seeds were asked for, by seed."""
+    runs = [r for r in records["runs"].values() if r["overrides"] == list(row.overrides)]
+    return sorted(runs, key=lambda r: r["seed"])
+
+
+def recorded_rows(records: dict) -> list[Row]:
+    """The rows of every table that has runs, in table order: PacGAN (by pack), losses (chapter order), MNIST."""
+    rows = [Row.from_record(r) for r in records.get("rows", {}).values()]
+    rows = [r for r in rows if row_runs(r, records)]
+    names = ["GAN", *(f"PacGAN{m}" for m in PACKS[1:]), *LOSSES]
+
+    def order(row: Row) -> tuple:
+        steps = row_runs(row, records)[0]["steps"] or 0
+        data = (*TOY_DATA, "mnist").index(row.data)
+        return (("pacgan", "losses", "mnist").index(row.table), data, steps,
+                names.index(row.name) if row.name in names else len(names))  # fmt: skip
+
+    return sorted(rows, key=order)
+
+
+def aggregate(runs: Sequence[dict], keys: Sequence[str], scale: dict[str, float] | None = None) -> dict:
+    """Mean ± SE over seeds of each ``val/<key>`` at the last validation (× scale, e.g. 100 for percentages)."""
+    scale = scale or {}
+    return {k: mean_se([r["final"][f"val/{k}"] * scale.get(k, 1.0) for r in runs]) for k in keys}
+
+
+def cost_cell(runs: Sequence[dict]) -> str:
+    steps = sorted({r["steps"] for r in runs if r["steps"]})
+    walls = [r["wall_s"] for r in runs]
+    load_mean = statistics.mean(r["load_mean"] for r in runs)
+    load_max = max(r["load_max"] for r in runs)
+    steps_text = "/".join(f"{s:,}" for s in steps) or "?"
+    return (
+        f"{steps_text} G steps; {statistics.mean(walls) / 60:.1f} min/run ({sum(walls) / 3600:.2f} h in all), "
+        f"{runs[0]['threads']} thread{'s' * (runs[0]['threads'] > 1)}/run; load {load_mean:.1f} mean, {load_max:.1f} max"
+    )
+
+
+# -- pictures -----------------------------------------------------------------------------------------
+def curve_figure(rows: Sequence[Row], records: dict, keys: Sequence[tuple[str, str, float]], title: str, path: Path):
+    """Mean ± SE over seeds of each metric against generator steps, one line per row; saved to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.8))
+    for ax, (key, label, scale) in zip(axes, keys):
+        for row in rows:
+            curves = [r["curve"] for r in row_runs(row, records) if r["curve"]]
+            if not curves:
+                continue
+            n = min(len(c) for c in curves)
+            steps = [curves[0][i]["step"] for i in range(n)]
+            stats = [mean_se([c[i][key] * scale for c in curves]) for i in range(n)]
+            mean = [m for m, _ in stats]
+            se = [s or 0.0 for _, s in stats]
+            ax.plot(steps, mean, marker="o", ms=3, label=f"{row.name}, {steps[-1]:,} steps ({len(curves)} seeds)")
+            ax.fill_between(steps, [m - s for m, s in zip(mean, se)], [m + s for m, s in zip(mean, se)], alpha=0.2)
+        ax.set_xlabel("generator steps")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- the RESULTS.md section ---------------------------------------------------------------------------
+PROTOCOL = (
+    "Protocol of PacGAN (Lin et al., NeurIPS 2018, §5.1), from its official code (github fjxmlzn/PacGAN): "
+    "`synthetic_data_experiments/2DRing_GAN&PacGAN/config.py` and `2DGrid_GAN&PacGAN/config.py` (ring: 8 modes at "
+    "radius 1, std 0.01; grid: 25 modes at {-4,-2,0,2,4}², std 0.05; 100,000 training samples; 400 epochs of batch "
+    "100; Adam lr 1e-4, beta1 0.8; 2-D N(0, I) noise; weights N(0, 0.02²), biases 0), `pacgan_task.py` (generator "
+    "4 hidden layers of 400: linear without bias, batch norm, ReLU; discriminator 3 maxout layers of 200 units x 5 "
+    "pieces; linear outputs), `PacGAN/pacgan/bricks.py` (non-saturating loss; packing concatenates m samples per "
+    "discriminator input), `PacGAN/pacgan/datasets.py` (a real pack is m samples of the 100,000) and "
+    "`PacGAN/pacgan/extensions.py` (2,500 samples, nearest mode by std-normalised distance, high quality below 3 "
+    "std, a mode counts with one high-quality sample). genlab presets: `experiment=pacgan_ring|pacgan_grid` "
+    "(`conf/experiment/pacgan_*.yaml`); PacGAN-m adds `model.pack=m` with batch 100m and m times the epochs, so the "
+    "discriminator judges 100 packs per step over the same 400,000 generator steps as the reference. Metrics: the "
+    "last validation epoch, 2,500 samples from fixed noise. Differences from the reference: the generator samples "
+    "with batch-norm running statistics (momentum 0.1) where the reference scores with the statistics of the 2,500 "
+    "samples; real packs are consecutive samples of a shuffled pass where the reference draws each with replacement."
+)
+
+
+def pacgan_table(d: str, rows: Sequence[Row], records: dict, picture: str | None) -> list[str]:
+    k = {"ring": 8, "grid": 25}[d]
     lines = [
-        f"#### {data}: {rec['runs']} runs, {rec['epochs']} epochs each, {rec['wall_s'] / 60:.1f} min wall for the "
-        f"whole multirun on {rec['machine']} (load average {rec['load']} at the end, {rec['date']})",
+        f"#### PacGAN Table 1, {d} ({k} modes)",
         "",
-        f"`{rec['command']}`",
-        "",
-        f"| loss | modes (of {k}) | high quality % | KL(modes ‖ uniform) | test (best val checkpoint, fresh noise): "
-        "modes / hq % / KL | seeds |",
-        "|---|---|---|---|---|---|",
+        "| method | modes | high quality % | reverse KL | published (PacGAN Table 1) | verdict (modes / hq / KL) "
+        "| seeds | budget and cost | command (seed 0) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for loss in LOSSES:
-        if loss not in rec["losses"]:
+    for row in rows:
+        runs = row_runs(row, records)
+        if not runs:
             continue
-        v = rec["losses"][loss]
-        test = " / ".join(
-            (mean_std(v["test/modes"]), mean_std(v["test/hq"], 100), mean_std(v["test/mode_kl"], digits=2))
+        agg = aggregate(runs, MODE_KEYS, {"hq": 100.0})
+        pub = row.published
+        verdicts = " / ".join(
+            verdict(agg[key], pub[i], higher) for i, (key, higher) in enumerate(zip(MODE_KEYS, (True, True, False)))
         )
+        published = " / ".join(fmt(m, s, 2 if i == 2 else 1) for i, (m, s) in enumerate(pub))
         lines.append(
-            f"| {loss} | **{mean_std(v['val/modes'])}** | **{mean_std(v['val/hq'], 100)}** | "
-            f"**{mean_std(v['val/mode_kl'], digits=2)}** | {test} | {len(v['val/modes'])} |"
+            f"| {row.name} | **{fmt(*agg['modes'])}** | **{fmt(*agg['hq'])}** | **{fmt(*agg['mode_kl'], 2)}** | "
+            f"{published} | {verdicts} | {', '.join(str(r['seed']) for r in runs)} | {cost_cell(runs)} | "
+            f"`{runs[0]['command']}` |"
         )
-    for name, modes, hq, kl in PUBLISHED[data]:
-        lines.append(f"| *published:* {name} | {modes} | {hq} | {kl} | | |")
-    if rec.get("picture"):
-        lines += ["", f"Non-saturating loss, seed 0, last epoch: ![{data} modes]({rec['picture']})"]
+    if picture:
+        lines += ["", f"Learning curves (mean ± SE over seeds at every validation): ![{d} curves]({picture})"]
     return lines + [""]
 
 
-def section(records: dict) -> str:
-    """The ``## GANs`` section from the records."""
+def losses_table(d: str, rows: Sequence[Row], records: dict, picture: str | None) -> list[str]:
+    lines = [
+        f"#### The five losses, {d}",
+        "",
+        "| loss | modes | high quality % | reverse KL | published | seeds | budget and cost | command (seed 0) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        runs = row_runs(row, records)
+        if not runs:
+            continue
+        agg = aggregate(runs, MODE_KEYS, {"hq": 100.0})
+        pub = (
+            "–"
+            if row.published is None
+            else "PacGAN's GAN row: "
+            + " / ".join(fmt(m, s, 2 if i == 2 else 1) for i, (m, s) in enumerate(row.published))
+        )
+        lines.append(
+            f"| {row.name} | **{fmt(*agg['modes'])}** | **{fmt(*agg['hq'])}** | **{fmt(*agg['mode_kl'], 2)}** | "
+            f"{pub} | {', '.join(str(r['seed']) for r in runs)} | {cost_cell(runs)} | `{runs[0]['command']}` |"
+        )
+    if picture:
+        lines += ["", f"Learning curves: ![{d} losses curves]({picture})"]
+    return lines + [""]
+
+
+def mnist_table(row: Row, records: dict, curve_picture: str | None, grid: str | None) -> list[str]:
+    runs = row_runs(row, records)
+    if not runs:
+        return []
+    agg = aggregate(runs, IMAGE_KEYS)
+    per_seed = [r["final"] for r in runs]
+    checks = [
+        f"10/10 classes in every seed: {'yes' if all(f['val/classes'] >= 10 for f in per_seed) else 'no'}",
+        *(
+            f"{key} ≥ {target}: {'yes' if agg[key][0] >= target else 'no'} ({agg[key][0]:.3f})"
+            for key, target in MNIST_TARGETS.items()
+            if key != "classes"
+        ),
+    ]
+    lines = [
+        "### MNIST GAN against steps",
+        "",
+        "`experiment=gan_mnist` (DCGAN-style conv nets, non-saturating loss); FD, precision/recall (k=3) and classes "
+        "in the features of one MNIST classifier shared by all seeds, on 2,000 samples from fixed noise at every "
+        "validation epoch. Final values: last validation epoch, mean ± SE over seeds.",
+        "",
+        "| FD | precision | recall | classes (of 10) | class entropy (max 2.30) | seeds | budget and cost | command |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| **{fmt(*agg['fd'], 2)}** | **{fmt(*agg['precision'], 3)}** | **{fmt(*agg['recall'], 3)}** | "
+        f"**{fmt(*agg['classes'])}** | **{fmt(*agg['class_entropy'], 3)}** | "
+        f"{', '.join(str(r['seed']) for r in runs)} | {cost_cell(runs)} | `{runs[0]['command']}` |",
+        "",
+        "Targets (issue 13): " + "; ".join(checks) + ".",
+    ]
+    if curve_picture:
+        lines += ["", f"Against steps: ![MNIST GAN curves]({curve_picture})"]
+    if grid:
+        lines += ["", f"Fixed-noise samples, seed {runs[0]['seed']}, last epoch: ![MNIST GAN samples]({grid})"]
+    return lines + [""]
+
+
+def section(records: dict, rows: Sequence[Row], pictures: dict[str, str]) -> str:
+    """The ``## GANs`` section: the recorded tables in ``rows`` order, then the earlier short-budget records."""
     lines = [
         HEADING,
         "",
-        "Written by `experiments/gan_bench.py` from `experiments/gan_results.json`.",
-        "",
-        "### Mode coverage on the 2-D mixtures",
-        "",
-        "Protocol of VEEGAN §5.1 / PacGAN §5.1 (`genlab/metrics/modes.py`): 2,500 samples; a sample is high "
-        "quality within 3 std of its nearest centre; a mode is covered with at least 1 high-quality sample (the "
-        "PacGAN reference code); KL(histogram of high-quality samples over modes ‖ uniform) in nats. Data as in "
-        "VEEGAN: ring of 8 (radius 2, std 0.02), 5x5 grid (spacing 2, std 0.05). Every loss uses the same nets "
-        "(MLP 3x128, batch-norm generator, 16-D noise), Adam lr 1e-3, betas (0.5, 0.999), batch 256, n_critic 1. "
-        "Bold: the final validation epoch, mean ± sample std over the seeds (data and init differ by seed). The "
-        "budget is under 1 % of the papers' (they train ~400 epochs of 100k samples; here 15 epochs of 20k), so "
-        "this measures early training; the published rows use other nets and far longer training.",
+        "Written by `experiments/gan_bench.py` (`python experiments/reproduce.py gan2d|gan_mnist --budget "
+        "cpu|full`) from `experiments/gan_results.json`. Mean ± standard error over seeds; the budget of every row "
+        "is stated in it.",
         "",
     ]
-    for data in ("ring8", "grid25"):
-        if data in records.get("modes", {}):
-            lines += modes_table(data, records["modes"][data])
+    toy = [r for r in rows if r.table in ("pacgan", "losses") and row_runs(r, records)]
+    lines += ["### Mode coverage on PacGAN's 2-D ring and grid", "", PROTOCOL, ""]
+    if "speed" in records:
+        lines += [speed_line(records["speed"]), ""]
+    if not toy:
+        lines += [
+            "Not run yet. `python experiments/reproduce.py gan2d --budget full` "
+            f"({BUDGETS['full'].note}; 10 seeds per PacGAN row as the paper, 3 per loss) or `--budget cpu` "
+            f"({BUDGETS['cpu'].note}; 5 and 3 seeds); `--dry-run` lists every command. Published (PacGAN Table 1, "
+            "mean ± SE over 10 trials, modes / high-quality % / reverse KL):",
+            "",
+            "| method | ring | grid |",
+            "|---|---|---|",
+            *(
+                f"| {'GAN' if m == 1 else f'PacGAN{m}'} | "
+                + " | ".join(
+                    " / ".join(fmt(v, e, 2 if i == 2 else 1) for i, (v, e) in enumerate(PACGAN_TABLE1[(d, m)]))
+                    for d in TOY_DATA
+                )
+                + " |"
+                for m in PACKS
+            ),
+            "",
+        ]
+    else:
+        for table, render in (("pacgan", pacgan_table), ("losses", losses_table)):
+            for d in TOY_DATA:
+                chosen = [r for r in toy if r.table == table and r.data == d]
+                if chosen:
+                    lines += render(d, chosen, records, pictures.get(f"{table}_{d}"))
+    mnist = [r for r in rows if r.table == "mnist" and row_runs(r, records)]
+    for row in mnist:
+        lines += mnist_table(row, records, pictures.get("mnist"), pictures.get("mnist_grid"))
+    if not mnist:
+        lines += [
+            "### MNIST GAN against steps",
+            "",
+            "Not run yet. `python experiments/reproduce.py gan_mnist --budget full` trains `experiment=gan_mnist` "
+            "for 30 epochs of the 54,000 training images (about 25,300 generator steps of batch 64), `--budget cpu` "
+            "for 10 epochs of 500 batches (5,000 steps), 3 seeds each, scored at every epoch. Targets (issue 13): "
+            "10/10 classes in every seed, class entropy ≥ 2.25 nats, precision and recall ≥ 0.8.",
+            "",
+        ]
+    if "modes" in records or "mnist" in records:
+        lines += short_budget_section(records)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def speed_line(speed: dict) -> str:
+    cpu = speed["steps_per_cpu_s"]
+    rates = ", ".join(
+        f"pack {p}: {cpu[p]:.1f} per CPU second ({speed['steps_per_s'][p]:.1f} per wall second)" for p in sorted(cpu)
+    )
+    hours = 400_000 / cpu["1"] / 3600 if "1" in cpu else float("nan")
+    return (
+        f"Speed of `experiment=pacgan_ring`, generator steps (each with one discriminator step) on one thread, "
+        f"training loop only: {rates} (`python experiments/gan_bench.py speed`, {speed['steps']} steps after "
+        f"{speed['warmup']} warm-up, {speed['machine']}, load average {speed['load_before']} before, "
+        f"{speed['load_after']} after, {speed['date']}). At the CPU-second rate a 400,000-step GAN run needs "
+        f"{hours:.1f} h of one free core."
+    )
+
+
+def short_budget_section(records: dict) -> list[str]:
+    """The earlier 15-epoch VEEGAN-toy runs and the 2,000-step MNIST run (an earlier gan_bench.py), as recorded."""
+    lines = [
+        "### Earlier short-budget runs",
+        "",
+        "15 epochs of 20,000 samples (about 1,170 generator steps) on VEEGAN's toys (ring of radius 2, std 0.02; "
+        "grid spacing 2, std 0.05) with MLP 3x128 nets, Adam lr 1e-3; under 1 % of the papers' budget, so these "
+        "measure early training only. Mean ± SE over 3 seeds, final validation epoch.",
+        "",
+    ]
+    for data, rec in sorted(records.get("modes", {}).items()):
+        lines += [
+            f"VEEGAN-style {data} (`experiment=gan_{data}`), {rec['epochs']} epochs, {rec['runs']} runs, "
+            f"{rec['wall_s'] / 60:.1f} min wall, load {rec['load']} ({rec['date']}): `{rec['command']}`",
+            "",
+            "| loss | modes | high quality % | KL | seeds |",
+            "|---|---|---|---|---|",
+        ]
+        for loss in LOSSES:
+            if loss in rec["losses"]:
+                v = rec["losses"][loss]
+                modes, hq, kl = (mean_se(v[f"val/{k}"]) for k in MODE_KEYS)
+                hq = (hq[0] * 100, None if hq[1] is None else hq[1] * 100)
+                lines.append(f"| {loss} | {fmt(*modes)} | {fmt(*hq)} | {fmt(*kl, 2)} | {len(v['val/modes'])} |")
+        lines.append("")
     if "mnist" in records:
         r = records["mnist"]
         m = r["metrics"]
         lines += [
-            "### MNIST",
+            f"MNIST, {r['epochs'] * r['batches_per_epoch']} generator steps, {r['wall_s'] / 60:.1f} min, load "
+            f"{r['load']} ({r['date']}): FD {m['val/fd']:.2f}, precision {m['val/precision']:.3f}, recall "
+            f"{m['val/recall']:.3f}, classes {m['val/classes']:.0f}; `{r['command']}`",
             "",
-            f"DCGAN-style conv GAN (`model=gan_conv`, non-saturating loss), {r['epochs']} epochs of "
-            f"{r['batches_per_epoch']} batches of {r['batch_size']} "
-            f"({r['epochs'] * r['batches_per_epoch']} generator steps), {r['wall_s'] / 60:.1f} min wall on "
-            f"{r['machine']} (load average {r['load']} at the end, {r['date']}); metrics on 2,000 samples in the "
-            f"features of the run's own MNIST classifier (held-out accuracy {r['classifier_accuracy']}).",
-            "",
-            f"`{r['command']}`",
-            "",
-            "| split | Fréchet distance (classifier features) | precision | recall | classes (of 10) | class entropy "
-            "(max ln 10 = 2.30) |",
-            "|---|---|---|---|---|---|",
         ]
-        for stage in ("val", "test"):
-            lines.append(
-                f"| {stage} | {m[f'{stage}/fd']:.2f} | {m[f'{stage}/precision']:.3f} | {m[f'{stage}/recall']:.3f} "
-                f"| {m[f'{stage}/classes']:.0f} | {m[f'{stage}/class_entropy']:.3f} |"
-            )
-        lines += ["", f"Fixed-noise samples after the last epoch: ![MNIST GAN samples]({MNIST_GRID.name})", ""]
-    return "\n".join(lines)
+    return lines
 
 
-def replace_section(text: str, path: Path = RESULTS) -> None:
+def replace_section(text: str, path: Path) -> None:
     """Put ``text`` in place of the ``## GANs`` section of ``path`` (appended when absent); other sections stay."""
     old = path.read_text() if path.is_file() else "# Results\n"
     pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
@@ -255,25 +620,216 @@ def replace_section(text: str, path: Path = RESULTS) -> None:
     path.write_text(new)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["modes", "mnist", "table"])
-    parser.add_argument("--data", default="ring8,grid25", help="modes: comma-separated ring8,grid25")
-    parser.add_argument("--seeds", default="0,1,2", help="modes: comma-separated seeds")
+# -- speed --------------------------------------------------------------------------------------------
+def measure_speed(packs: Sequence[int], steps: int, warmup: int) -> dict[int, tuple[float, float]]:
+    """(steps per wall second, steps per CPU second of this process) of ``experiment=pacgan_ring``, pack m.
+
+    On a shared machine the wall rate depends on the load; the CPU-time rate is the cost on one free core
+    (with one thread), which is what a run's wall time comes to when it has a core to itself.
+    """
+    import lightning as L
+    import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    class Clock(L.Callback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.cpu: list[float] = []
+
+        def on_train_batch_end(self, *args) -> None:
+            self.times.append(time.perf_counter())
+            self.cpu.append(time.process_time())
+
+    rates = {}
+    for m in packs:
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=["experiment=pacgan_ring", f"model.pack={m}",
+                                                f"data.batch_size={100 * m}"])  # fmt: skip
+        torch.manual_seed(0)
+        dm = instantiate(cfg.data)
+        model = instantiate(cfg.model, data_shape=list(dm.data_shape), loss=instantiate(cfg.loss))
+        clock = Clock()
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, max_epochs=1, limit_train_batches=warmup + steps,
+                            limit_val_batches=0, callbacks=[clock])  # fmt: skip
+        trainer.fit(model, datamodule=dm)
+        first, last = warmup - 1, warmup + steps - 1
+        rates[m] = (steps / (clock.times[last] - clock.times[first]), steps / (clock.cpu[last] - clock.cpu[first]))
+        print(f"pack {m}: {rates[m][0]:.2f} steps/s wall, {rates[m][1]:.2f} steps per CPU second", flush=True)
+    return rates
+
+
+# -- command line -------------------------------------------------------------------------------------
+def parse_seeds(text: str | None) -> tuple[int, ...] | None:
+    """'0,1,2' or '0-4' (inclusive) -> seeds; None keeps the budget's."""
+    if not text:
+        return None
+    if re.fullmatch(r"\d+-\d+", text):
+        lo, hi = map(int, text.split("-"))
+        return tuple(range(lo, hi + 1))
+    return tuple(int(s) for s in text.split(","))
+
+
+def add_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """The options of the ``gan2d`` / ``gan_mnist`` commands (shared with reproduce.py's subcommands)."""
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
+    parser.add_argument("--seeds", default=None, help="e.g. 0-4 or 0,2; default: the budget's")
+    if what == "gan2d":
+        parser.add_argument("--only", default="pacgan,losses", help="tables: pacgan,losses")
+        parser.add_argument("--data", default="ring,grid", help="ring,grid")
+        parser.add_argument("--epochs", type=int, default=None, help="pack-1 epochs (default: the budget's)")
+    else:
+        parser.add_argument("--data-dir", default=os.environ.get("GENLAB_DATA_DIR", str(REPO.parent / "shared/data")))
+    parser.add_argument("--threads", type=int, default=1, help="OMP threads per run (1 on a shared CPU)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (each with --threads threads)")
+    parser.add_argument("--trainer", default=None, help="a conf/trainer option for every run, e.g. gpu")
+    parser.add_argument("--rerun", action="store_true", help="run again even where a record exists")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands and what is recorded; run nothing")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "gan_bench", help="run folders go here")
-    parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run (recorded)")
-    parser.add_argument("--data-dir", default=os.environ.get("GENLAB_DATA_DIR", "/work/shared/data"))
-    args = parser.parse_args()
-    records = json.loads(RECORDS.read_text()) if RECORDS.is_file() else {}
-    if args.what == "modes":
-        for data in args.data.split(","):
-            run_modes(data, args.seeds, args.out, records, args.extra)
-            RECORDS.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
-    elif args.what == "mnist":
-        run_mnist(args.out, args.data_dir, records, args.extra)
-        RECORDS.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
-    replace_section(section(records))
-    print(f"wrote {RESULTS.relative_to(REPO)}")
+    parser.add_argument("--write-to", type=Path, default=EXPERIMENTS, help="RESULTS.md, gan_results.json, PNGs")
+
+
+def load_records(write_to: Path) -> dict:
+    path = write_to / "gan_results.json"
+    records = json.loads(path.read_text()) if path.is_file() else {}
+    records.setdefault("runs", {})
+    return records
+
+
+def write_outputs(records: dict, rows: Sequence[Row], write_to: Path) -> None:
+    """The curve PNGs of ``rows`` and the ``## GANs`` section of RESULTS.md in ``write_to``."""
+    pictures: dict[str, str] = {}
+    recorded = [r for r in rows if row_runs(r, records)]
+    for table in ("pacgan", "losses"):
+        for d in TOY_DATA:
+            chosen = [r for r in recorded if r.table == table and r.data == d]
+            if chosen:
+                name = f"gan2d_{table}_{d}.png"
+                curve_figure(chosen, records, [("modes", "modes covered", 1.0), ("hq", "high quality %", 100.0),
+                                               ("mode_kl", "reverse KL (nats)", 1.0)],
+                             f"{table} table, {d}: mean ± SE over seeds at every validation", write_to / name)  # fmt: skip
+                pictures[f"{table}_{d}"] = name
+    mnist = [r for r in recorded if r.table == "mnist"]
+    if mnist:
+        curve_figure(mnist, records, [("fd", "FD (classifier features)", 1.0), ("precision", "precision", 1.0),
+                                      ("recall", "recall", 1.0), ("classes", "classes", 1.0)],
+                     "MNIST GAN", write_to / "gan_mnist_curves.png")  # fmt: skip
+        pictures["mnist"] = "gan_mnist_curves.png"
+        first = row_runs(mnist[0], records)[0]
+        if first.get("picture") and Path(first["picture"]).is_file():
+            shutil.copyfile(first["picture"], write_to / "gan_mnist_samples.png")
+            pictures["mnist_grid"] = "gan_mnist_samples.png"
+    replace_section(section(records, rows, pictures), write_to / "RESULTS.md")
+
+
+def dry_run(rows: Sequence[Row], records: dict, threads: int, trainer: str | None, speed: dict | None) -> None:
+    """Print each run's command, whether it is recorded, and the generator steps and time it will take."""
+    seen: set[str] = set()
+    todo_steps = 0
+    for row in rows:
+        for seed in row.seeds:
+            key = run_key(row.overrides, seed)
+            state = "recorded" if key in records["runs"] else "shared" if key in seen else "to run"
+            if state == "to run":
+                todo_steps += steps_of(row)
+            seen.add(key)
+            print(f"[{row.key} seed {seed}: {state}] {command_line(row, seed, threads, trainer)}")
+    runs = sum(len(r.seeds) for r in rows)
+    print(f"{runs} (row, seed) pairs, {len(seen)} distinct runs; {todo_steps:,} generator steps still to run")
+    if speed and todo_steps and rows[0].table != "mnist":
+        rate = speed["steps_per_cpu_s"]["1"]
+        print(f"at {rate:.1f} steps per CPU second (pack 1, `gan_bench.py speed`): ~{todo_steps / rate / 3600:.1f} "
+              "core-hours")  # fmt: skip
+
+
+def steps_of(row: Row) -> int:
+    """Generator steps of one run of a 2-D row: epochs x batches per epoch (0 when the overrides do not say)."""
+    values = dict(o.split("=", 1) for o in row.overrides if "=" in o)
+    if "trainer.max_epochs" not in values or "data.batch_size" not in values:
+        return 0
+    n_train = int(values.get("data.n_train", 100000))
+    return int(values["trainer.max_epochs"]) * math.ceil(n_train / int(values["data.batch_size"]))
+
+
+def main_gan2d(args: argparse.Namespace) -> None:
+    budget = BUDGETS[args.budget]
+    tables = [t for t in args.only.split(",") if t]
+    data = [d for d in args.data.split(",") if d]
+    if set(tables) - {"pacgan", "losses"} or set(data) - set(TOY_DATA):
+        raise SystemExit(f"--only takes pacgan,losses and --data ring,grid; got {args.only!r}, {args.data!r}")
+    rows = gan2d_rows(budget, args.epochs or budget.epochs, tables, data, parse_seeds(args.seeds))
+    run_and_write(rows, args)
+
+
+def main_gan_mnist(args: argparse.Namespace) -> None:
+    classifier = args.out.resolve() / "feature_classifier.pt"
+    classifier = classifier.relative_to(REPO) if classifier.is_relative_to(REPO) else classifier  # runs start in REPO
+    rows = mnist_rows(BUDGETS[args.budget], args.data_dir, parse_seeds(args.seeds), classifier)
+    run_and_write(rows, args)
+
+
+def run_and_write(rows: Sequence[Row], args: argparse.Namespace) -> None:
+    if args.budget == "smoke" and args.write_to == EXPERIMENTS:  # smoke rows never enter experiments/RESULTS.md
+        args.write_to = REPO / "outputs" / "gan_bench_smoke"
+    records = load_records(args.write_to)
+    if args.dry_run:
+        dry_run(rows, records, args.threads, args.trainer, records.get("speed"))
+        return
+    args.write_to.mkdir(parents=True, exist_ok=True)
+    path = args.write_to / "gan_results.json"
+
+    def save() -> None:
+        path.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
+
+    run_rows(rows, records, save, args.out, args.threads, args.jobs, args.trainer, args.rerun)
+    write_outputs(records, recorded_rows(records), args.write_to)
+    print(f"wrote {args.write_to / 'RESULTS.md'}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    add_arguments(sub.add_parser("gan2d", help="PacGAN table and the five losses on ring and grid"), "gan2d")
+    add_arguments(sub.add_parser("gan_mnist", help="the MNIST GAN against steps"), "gan_mnist")
+    speed = sub.add_parser("speed", help="steps/s of experiment=pacgan_ring per pack, this process's threads")
+    speed.add_argument("--packs", default="1,2,3,4")
+    speed.add_argument("--steps", type=int, default=300)
+    speed.add_argument("--warmup", type=int, default=30)
+    speed.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    speed.add_argument("--write-to", type=Path, default=EXPERIMENTS)
+    table = sub.add_parser("table", help="rebuild the RESULTS.md section from the records")
+    table.add_argument("--write-to", type=Path, default=EXPERIMENTS)
+    args = parser.parse_args(argv)
+    dispatch(args)
+
+
+def dispatch(args: argparse.Namespace) -> None:
+    """Run the parsed command (also called by experiments/reproduce.py's gan2d / gan_mnist subcommands)."""
+    if args.what == "gan2d":
+        main_gan2d(args)
+    elif args.what == "gan_mnist":
+        main_gan_mnist(args)
+    elif args.what == "speed":
+        import torch
+
+        torch.set_num_threads(args.threads)
+        load_before = os.getloadavg()[0]
+        rates = measure_speed([int(p) for p in args.packs.split(",")], args.steps, args.warmup)
+        records = load_records(args.write_to)
+        records["speed"] = {
+            "steps_per_s": {str(m): round(r[0], 2) for m, r in rates.items()},
+            "steps_per_cpu_s": {str(m): round(r[1], 2) for m, r in rates.items()},
+            "steps": args.steps, "warmup": args.warmup, "threads": torch.get_num_threads(),
+            "machine": cpu_name() + f", {torch.get_num_threads()} thread", "load_before": f"{load_before:.1f}",
+            "load_after": f"{os.getloadavg()[0]:.1f}", "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        }  # fmt: skip
+        (args.write_to / "gan_results.json").write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
+        print(speed_line(records["speed"]))
+    else:
+        records = load_records(args.write_to)
+        write_outputs(records, recorded_rows(records), args.write_to)
+        print(f"wrote {args.write_to / 'RESULTS.md'}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,11 @@ What a Lightning 2.6 checkpoint of a genlab run already holds: the model ``state
 (both GAN optimizers), the schedulers, the loop progress (epoch, global step, batches done in the epoch), the
 stateful train loader's position (``InMemoryLoader.state_dict``: epoch and batches served, so the data order
 continues) and the callbacks' states. What it does not hold are the global torch / NumPy / Python RNG states,
-which VAE reparametrisation and GAN noise draw from: :class:`ResumableRNG` adds them.
+which VAE reparametrisation and GAN noise draw from: :class:`ResumableRNG` adds them. And Lightning gives the
+loader its saved position back only when it resumes inside an epoch: from a checkpoint written at an epoch end
+(the ``last.ckpt`` of a finished run) the rebuilt loader would start over at epoch 0, and under
+``limit_train_batches`` < 1 the saved position is inside an epoch Lightning has finished. :class:`LoaderEpoch`
+tells the loader the trainer's epoch at every epoch start, which is right in both cases.
 """
 
 from __future__ import annotations
@@ -79,6 +83,18 @@ class ResumableRNG(L.Callback):
             self._pending = None
 
 
+class LoaderEpoch(L.Callback):
+    """At every training epoch start, ``trainer.train_dataloader.set_epoch(trainer.current_epoch)`` when it has one.
+
+    Lightning does not call this hook when it resumes inside an epoch, so a loaded mid-epoch position stays.
+    """
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        set_epoch = getattr(trainer.train_dataloader, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(trainer.current_epoch)
+
+
 class LastCheckpoint(Checkpoint):
     """Keeps ``<dirpath>/last.ckpt`` the latest state: at every training epoch end and every N optimizer steps.
 
@@ -104,6 +120,8 @@ class LastCheckpoint(Checkpoint):
         trainer.save_checkpoint(tmp, weights_only=False)  # the full state; collective: rank zero writes, all wait
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
+            for logger in trainer.loggers:
+                logger.save()  # the rows logged up to this state reach disk too, so a killed run keeps them
         self._saved_at = trainer.global_step
 
     def _active(self, trainer: L.Trainer) -> bool:

@@ -16,22 +16,27 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from genlab.callbacks.interrupt import Interrupted
+from genlab import console
+from genlab.accelerator import check_accelerator
+from genlab.callbacks.interrupt import Interrupted, resume_command
 from genlab.checkpoint_check import check_resumable
-from genlab.checkpoints import ResumableRNG
+from genlab.checkpoints import LoaderEpoch, ResumableRNG
 from genlab.checks import ConfigError
 from genlab.config import instantiate_checked, validate_config
 from genlab.data.idx import DataFileError
-from genlab.loggers.wandb_run import publish_summary
+from genlab.loggers.wandb_run import publish_summary, sync_hints
 from genlab.models.base import NonFiniteError
+from genlab.run_folder import check_run_folder, register_run_id_resolver
 
 log = logging.getLogger("genlab")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 # Errors a user can fix from the message alone: shown without a traceback (HYDRA_FULL_ERROR=1 shows it).
 USER_ERRORS = (ConfigError, DataFileError, NonFiniteError, FileNotFoundError, Interrupted)
+register_run_id_resolver()  # at import, before Hydra composes: the run folders end in ${run_id:}
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
@@ -78,20 +83,35 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     return None
 
 
+def instantiate_group(cfg: DictConfig, group: str) -> list[Any]:
+    """Instantiate every node of a dict group (``callbacks``, ``logger``); ``NAME: null`` nodes are left out."""
+    nodes = cfg.get(group) or {}
+    return [instantiate_checked(node, f"{group}.{name}") for name, node in nodes.items() if node is not None]
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment; return the metrics also written to ``<output_dir>/metrics.json``."""
+    console.drop_notices()
     resolved = validate_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    check_run_folder(output_dir, cfg.get("ckpt_path"), "hydra.sweep.dir" if multirun else "hydra.run.dir")
+    accelerator = cfg.trainer.get("accelerator")
+    check_accelerator(accelerator, "trainer=gpu" if choice("trainer") == "gpu" else f"trainer.accelerator={accelerator}")
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate_checked(cfg.data, "data")
     model = instantiate_checked(cfg.model, "model", data_shape=datamodule.data_shape)
     model.run_config = resolved
-    callbacks = [instantiate_checked(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items()]
+    if rank_zero_only.rank == 0:  # before the loggers start, so that the header is the run's first line
+        n_params = sum(p.numel() for p in model.parameters())
+        print(console.header(choice("data") or type(datamodule).__name__, choice("model") or type(model).__name__,
+                             n_params, cfg.seed, output_dir), flush=True)
+    callbacks = instantiate_group(cfg, "callbacks")
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback when bars are off
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    callbacks.append(ResumableRNG())  # global RNG states in every checkpoint, for exact resume
-    loggers = [instantiate_checked(node, f"logger.{name}") for name, node in (cfg.get("logger") or {}).items()]
+    callbacks += [ResumableRNG(), LoaderEpoch()]  # RNG states in checkpoints, the loader's epoch: exact resume
+    loggers = instantiate_group(cfg, "logger")
     trainer: L.Trainer = instantiate_checked(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(resolved)
@@ -99,8 +119,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     if ckpt_path is not None:
         check_resumable(ckpt_path, model)  # a short message instead of Lightning's unpickling traceback
-    log.info("data: %s | model: %s | output: %s", choice("data") or type(datamodule).__name__,
-             choice("model") or type(model).__name__, output_dir)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics: dict[str, Any] = {"model": choice("model"), "data": choice("data"), "seed": cfg.seed}
     metrics.update(scalar_metrics(trainer.callback_metrics))
@@ -113,8 +131,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        hints = sync_hints(trainer.loggers)  # before publish_summary, which finishes the W&B runs
         publish_summary(trainer.loggers, metrics)  # W&B: final metrics table, then finish the run
-        print(f"genlab: run folder {output_dir}")
+        if (output_dir / "checkpoints" / "last.ckpt").is_file():
+            hints.insert(0, f"genlab: continue this run (with a larger trainer.max_epochs): {resume_command(output_dir)}")
+        print(console.final_report(metrics, [*hints, f"genlab: run folder {output_dir}"]), flush=True)
     return metrics
 
 

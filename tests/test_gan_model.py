@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from genlab.checks import ConfigError
@@ -24,15 +25,15 @@ IMAGE_METRICS = {"val/fd", "val/precision", "val/recall", "val/classes", "val/cl
 
 
 def mlp_gan(data_shape=(2,), loss=None, **kwargs) -> GAN:
-    return GAN(
-        data_shape,
+    defaults = dict(
         generator=functools.partial(MLP, hidden=[32, 32]),
         discriminator=functools.partial(MLP, hidden=[32, 32], activation="leaky_relu"),
-        loss=loss or NonSaturating(),
         optimizer_g=ADAM,
         optimizer_d=ADAM,
-        **{"latent_dim": 4, "eval_samples": 500, **kwargs},
+        latent_dim=4,
+        eval_samples=500,
     )
+    return GAN(data_shape, loss=loss or NonSaturating(), **{**defaults, **kwargs})
 
 
 def trainer(tmp_path: Path, **kwargs) -> L.Trainer:
@@ -62,7 +63,7 @@ def test_every_loss_trains_and_logs_mode_metrics(loss, tmp_path: Path) -> None:
     assert TOY_METRICS <= set(metrics)
     assert all(torch.isfinite(metrics[k]) for k in TOY_METRICS)
     assert metrics["val/loss"] == metrics["val/mode_kl"]
-    assert 0 <= metrics["val/modes"].item() <= 8 and 0 <= metrics["val/hq"].item() <= 1
+    # That the GAN learns is test_a_short_toy_run_covers_more_modes_than_at_initialisation.
     assert ("train/penalty" in metrics) == isinstance(loss, WGANGP)
 
 
@@ -137,6 +138,32 @@ def test_gan_learns_a_shifted_gaussian(tmp_path: Path) -> None:
     assert samples.std(0).max() < 0.6
 
 
+def test_a_short_toy_run_covers_more_modes_than_at_initialisation(tmp_path: Path) -> None:
+    """256 generator steps on a ring of 8 (radius 2, std 0.1): from no mode to most of them, scored as in the runs.
+
+    The untrained generator puts its samples near the origin, 2 away from every mode: 0 modes, 0 high quality.
+    A GAN whose generator does not learn (no step, wrong sign, detached loss) stays there.
+    """
+    L.seed_everything(0, verbose=False)
+    adam = functools.partial(torch.optim.Adam, lr=2e-3, betas=(0.5, 0.9))
+    model = mlp_gan(
+        optimizer_g=adam,
+        optimizer_d=adam,
+        eval_samples=1000,
+        generator=functools.partial(MLP, hidden=[64, 64]),
+        discriminator=functools.partial(MLP, hidden=[64, 64], activation="leaky_relu"),
+    )
+    dm = Toy2DDataModule(kind="ring8", noise=0.1, n_train=8192, n_val=256, n_test=256, batch_size=256)
+    t = trainer(tmp_path, max_epochs=8, limit_val_batches=1, check_val_every_n_epoch=8)
+    t.validate(model, datamodule=dm, verbose=False)
+    before = {k: t.callback_metrics[f"val/{k}"].item() for k in ("modes", "hq")}
+    t.fit(model, datamodule=dm)
+    after = {k: t.callback_metrics[f"val/{k}"].item() for k in ("modes", "hq")}
+    assert before["modes"] <= 1 and before["hq"] < 0.01
+    assert after["modes"] >= before["modes"] + 4, (before, after)
+    assert after["hq"] >= before["hq"] + 0.03, (before, after)
+
+
 def test_image_metrics_classifier_is_saved_and_reused(tmp_path: Path) -> None:
     L.seed_everything(0)
     dm = DigitsDataModule(batch_size=64)
@@ -155,7 +182,12 @@ def test_image_metrics_classifier_is_saved_and_reused(tmp_path: Path) -> None:
     assert model.sample(5).min() >= 0 and model.sample(5).max() <= 1
     # A second run reuses the saved classifier instead of training one.
     reuse = GAN(
-        dm.data_shape, loss=Hinge(), optimizer_g=ADAM, optimizer_d=ADAM, feature_classifier_path=str(saved), **conv,
+        dm.data_shape,
+        loss=Hinge(),
+        optimizer_g=ADAM,
+        optimizer_d=ADAM,
+        feature_classifier_path=str(saved),
+        **conv,
         **{**common, "feature_classifier_steps": 1},
     )
     t2 = trainer(tmp_path / "b", max_epochs=1, limit_train_batches=1, limit_val_batches=1)
@@ -167,11 +199,44 @@ def test_image_metrics_classifier_is_saved_and_reused(tmp_path: Path) -> None:
     assert {"test/fd", "test/classes", "test/loss"} <= set(t2.callback_metrics)
 
 
+class _EMASnapshots(L.Callback):
+    """The EMA generator's weights and val/loss at every validation end of training, by epoch."""
+
+    def __init__(self) -> None:
+        self.ema: dict[int, dict[str, torch.Tensor]] = {}
+        self.val_loss: dict[int, float] = {}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: GAN) -> None:
+        if not trainer.sanity_checking:
+            self.ema[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.generator_ema.state_dict().items()}
+            self.val_loss[trainer.current_epoch] = float(trainer.callback_metrics["val/loss"])
+
+
 def test_best_checkpoint_round_trip_with_ema(tmp_path: Path) -> None:
+    # best.ckpt must hold the EMA generator of the best epoch (not the raw generator, not the last epoch's EMA),
+    # and validating the loaded checkpoint must reproduce the val/loss the run logged for that epoch.
     model = mlp_gan(ema_decay=0.9)
-    t = trainer(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1, enable_checkpointing=True)
+    snapshots = _EMASnapshots()
+    best = ModelCheckpoint(tmp_path / "checkpoints", "best", monitor=model.monitor, mode=model.monitor_mode)
+    t = trainer(tmp_path, max_epochs=3, limit_train_batches=2, limit_val_batches=1, enable_checkpointing=True,
+                callbacks=[snapshots, best])
     t.fit(model, datamodule=ring8())
-    assert t.checkpoint_callback.best_model_path
+    best_epoch = min(snapshots.val_loss, key=snapshots.val_loss.get)
+    assert float(t.checkpoint_callback.best_model_score) == snapshots.val_loss[best_epoch]
+    assert best_epoch != 2 or snapshots.val_loss[0] != snapshots.val_loss[2]  # the epochs are told apart
+
+    loaded = mlp_gan(ema_decay=0.9)
+    checkpoint = torch.load(t.checkpoint_callback.best_model_path, map_location="cpu", weights_only=True)
+    loaded.load_state_dict(checkpoint["state_dict"])
+    assert checkpoint["epoch"] == best_epoch
+    for name, value in snapshots.ema[best_epoch].items():
+        assert torch.equal(loaded.generator_ema.state_dict()[name], value), name
+    # The EMA is not the raw generator (decay 0.9 over 2 steps per epoch), so a mix-up would be caught.
+    ema = dict(loaded.generator_ema.module.named_parameters())
+    assert any(not torch.equal(p, ema[n]) for n, p in loaded.generator.named_parameters())
+
+    validated = t.validate(model, datamodule=ring8(), ckpt_path="best", verbose=False)[0]
+    assert validated["val/loss"] == pytest.approx(snapshots.val_loss[best_epoch], rel=1e-6)
     t.test(model, datamodule=ring8(), ckpt_path="best", verbose=False)
     assert "test/mode_kl" in t.callback_metrics
 
@@ -217,10 +282,23 @@ def test_cli_every_loss_on_ring8_in_one_multirun(tmp_path: Path) -> None:
     from conftest import read_metrics, run_cli
 
     sweep = tmp_path / "sweep"
-    classes = {"minimax": "Minimax", "nonsaturating": "NonSaturating", "wgan_gp": "WGANGP", "hinge": "Hinge",
-               "lsgan": "LSGAN"}
-    proc = run_cli("-m", "model=gan", "data=ring8", f"loss={','.join(classes)}", "trainer.fast_dev_run=true",
-                   "logger=csv", "model.eval_samples=500", f"hydra.sweep.dir={sweep}")
+    classes = {
+        "minimax": "Minimax",
+        "nonsaturating": "NonSaturating",
+        "wgan_gp": "WGANGP",
+        "hinge": "Hinge",
+        "lsgan": "LSGAN",
+    }
+    proc = run_cli(
+        "-m",
+        "model=gan",
+        "data=ring8",
+        f"loss={','.join(classes)}",
+        "trainer.fast_dev_run=true",
+        "logger=csv",
+        "model.eval_samples=500",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for i, cls in enumerate(classes.values()):
         run = sweep / str(i)
@@ -234,8 +312,15 @@ def test_cli_conv_gan_on_digits_writes_image_metrics_and_grids(tmp_path: Path) -
     from conftest import read_metrics, run_cli
 
     run = tmp_path / "run"
-    proc = run_cli("model=gan_conv", "data=digits", "trainer.fast_dev_run=true", "logger=csv",
-                   "model.eval_samples=300", "model.feature_classifier_steps=100", f"hydra.run.dir={run}")
+    proc = run_cli(
+        "model=gan_conv",
+        "data=digits",
+        "trainer.fast_dev_run=true",
+        "logger=csv",
+        "model.eval_samples=300",
+        "model.feature_classifier_steps=100",
+        f"hydra.run.dir={run}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = read_metrics(run)
     assert {f"val/{k}" for k in ("fd", "precision", "recall", "classes", "class_entropy")} <= set(metrics)

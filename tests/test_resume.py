@@ -10,11 +10,21 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
-from conftest import REPO, read_metrics, run_cli
+from conftest import REPO, run_cli
+from resume_checks import assert_same_run, csv_rows, final_state
 
-from genlab.checkpoints import CheckpointError, load_genlab_checkpoint, rng_states, set_rng_states
+from genlab.checkpoints import (
+    CheckpointError,
+    LastCheckpoint,
+    LoaderEpoch,
+    load_genlab_checkpoint,
+    rng_states,
+    set_rng_states,
+)
+from genlab.data.tensor_loader import InMemoryLoader
 
 TESTS = Path(__file__).resolve().parent
 STEPS_PER_BATCH = {"ae": 1, "gan": 2, "vae": 1}  # global_step counts optimizer steps: the GAN takes a D and a G step
@@ -66,10 +76,6 @@ def kill_each_after_its_first_checkpoint(procs: dict[str, subprocess.Popen], ckp
         time.sleep(0.02)
 
 
-def final_state(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-
-
 def test_sigkilled_runs_resume_to_the_uninterrupted_result(tmp_path):
     # Killed runs live in <sweep>/<model>_last, so that one sweep per group over ckpt_path=null,last runs the
     # uninterrupted references (<model>_None) and resumes the killed runs (the same command + ckpt_path=last).
@@ -92,23 +98,36 @@ def test_sigkilled_runs_resume_to_the_uninterrupted_result(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     for model in GROUP_OF:
-        resumed, uninterrupted = final_state(killed[model]), final_state(sweep / f"{model}_None")
-        assert resumed["epoch"] == uninterrupted["epoch"] == 1
-        assert resumed["global_step"] == uninterrupted["global_step"] >= 2 * MIN_BATCHES_PER_EPOCH
-        assert resumed["state_dict"].keys() == uninterrupted["state_dict"].keys()
-        for name, tensor in uninterrupted["state_dict"].items():
-            assert torch.equal(resumed["state_dict"][name], tensor), f"{model}: {name} differs after resume"
-        assert len(resumed["optimizer_states"]) == (2 if model == "gan" else 1)
-        for opt_r, opt_u in zip(resumed["optimizer_states"], uninterrupted["optimizer_states"]):
-            assert opt_r["param_groups"] == opt_u["param_groups"]
-            for pid, moments in opt_u["state"].items():
-                for key, value in moments.items():
-                    assert torch.equal(torch.as_tensor(opt_r["state"][pid][key]), torch.as_tensor(value)), (model, key)
-        assert resumed["lr_schedulers"] == uninterrupted["lr_schedulers"]
-        assert read_metrics(killed[model]) == read_metrics(sweep / f"{model}_None"), model
+        assert_same_run(killed[model], sweep / f"{model}_None", model, 2 * MIN_BATCHES_PER_EPOCH, epoch=1)
     # The scheduler ran through the resume: two epochs of halving.
     vae = final_state(killed["vae"])
     assert vae["lr_schedulers"] and vae["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-3 / 4)
+
+
+def test_finished_runs_continue_to_the_uninterrupted_result(tmp_path):
+    # A 1-epoch run continued to 2 epochs from its last.ckpt (written at the epoch end) ends where a 2-epoch run
+    # ends, and its metrics.csv keeps the first epoch's rows. One sweep per data set runs both lengths; a second
+    # continues the 1-epoch folders. (Before LoaderEpoch, the continued loader served epoch 0's order again: the
+    # VAE's val/loss 29.28732 instead of 29.30327; every model here then failed the weight comparison.)
+    groups = {
+        "ring8": (["ae", "gan"], GROUPS["ring8"][1]),
+        # ++: the sweep's first composition has the default model, which lacks the VAE's keys
+        "digits": (["vae", "iwae"], [f"++{o}" if o.startswith("model.") else o for o in GROUPS["digits"][1]]),
+    }
+    common = [c for c in COMMON if not c.startswith(("trainer.max_epochs", "callbacks.last_checkpoint"))]
+    for models, group_overrides in groups.values():
+        model = "${hydra:runtime.choices.model}"
+        # Both lengths; then the 1-epoch folders continued to 2 epochs with the same overrides + ckpt_path=last.
+        for extra in (["trainer.max_epochs=1,2", f"hydra.sweep.subdir={model}_${{trainer.max_epochs}}"],
+                      ["trainer.max_epochs=2", "ckpt_path=last", f"hydra.sweep.subdir={model}_1"]):
+            proc = run_cli("-m", f"model={','.join(models)}", *group_overrides, *common, f"hydra.sweep.dir={tmp_path}",
+                           *extra)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+    for models, _ in groups.values():
+        for model in models:
+            assert_same_run(tmp_path / f"{model}_1", tmp_path / f"{model}_2", model, 2 * MIN_BATCHES_PER_EPOCH, epoch=1)
+    rows = csv_rows(tmp_path / "vae_1")
+    assert {row["epoch"] for row in rows if row["val/loss"]} == {"0", "1"}  # the premise: both epochs' rows
 
 
 def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
@@ -143,3 +162,82 @@ def test_bad_checkpoints_fail_with_a_clear_message(tmp_path, content, words):
         assert word in str(err.value)
     with pytest.raises(CheckpointError, match="no such file"):
         load_genlab_checkpoint(tmp_path / "missing.ckpt")
+
+
+# -- the loader's epoch across a resume (in process, Lightning only) ------------------------------------------
+
+
+class _Recorder(L.LightningModule):
+    """Records the samples of every training batch; one trivial parameter keeps the optimizer happy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.seen: list[list[int]] = []
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        self.seen.append(batch[0].tolist())
+        return (self.weight - 1.0) ** 2
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        pass
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit_recording(ckpt_dir: Path, loader_epoch: bool, ckpt_path: Path | None = None, **limits: float) -> list:
+    """The batches one fit serves: 23 samples in batches of 5 (5 a full epoch), last.ckpt at every epoch end.
+
+    With a validation loader, as every genlab run has (without one, Lightning 2.6 resuming a max_steps run at an
+    epoch end trains one batch too many before it moves to the next epoch).
+    """
+    model = _Recorder()
+    callbacks = [LastCheckpoint(ckpt_dir), *([LoaderEpoch()] if loader_epoch else [])]
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=callbacks, **limits)
+    loader = InMemoryLoader((torch.arange(23),), batch_size=5, shuffle=True, seed=3)
+    val = InMemoryLoader((torch.arange(4),), batch_size=4, shuffle=False, seed=3)
+    trainer.fit(model, train_dataloaders=loader, val_dataloaders=val, ckpt_path=ckpt_path)
+    return model.seen
+
+
+@pytest.mark.parametrize("loader_epoch", [True, False], ids=["fix", "negative-control"])
+@pytest.mark.parametrize(
+    ("first", "total"),
+    [
+        ({"max_epochs": 1}, {"max_epochs": 3}),  # a finished run continued to more epochs
+        # 3 of the 5 batches per epoch: the saved position is inside an epoch that Lightning has finished
+        ({"max_epochs": 1, "limit_train_batches": 0.6}, {"max_epochs": 3, "limit_train_batches": 0.6}),
+        # max_steps makes Lightning restore the loader's saved position even at an epoch end
+        ({"max_steps": 3, "limit_train_batches": 0.6}, {"max_steps": 9, "limit_train_batches": 0.6}),
+    ],
+    ids=["epochs", "limit_train_batches", "max_steps"],
+)
+def test_resume_at_an_epoch_end_serves_the_next_epoch(tmp_path, first, total, loader_epoch):
+    reference = _fit_recording(tmp_path / "reference", loader_epoch, **total)
+    assert len(reference) == (15 if "limit_train_batches" not in total else 9)
+    earlier = _fit_recording(tmp_path / "run", loader_epoch, **first)
+    later = _fit_recording(tmp_path / "run", loader_epoch, ckpt_path=tmp_path / "run" / "last.ckpt", **total)
+    if loader_epoch:
+        assert earlier + later == reference
+    elif "max_steps" in first:  # the restored position: the rest of epoch 0, which Lightning had finished
+        assert earlier + later != reference and later[:2] == _epoch_batches(0)[3:]
+    else:  # a rebuilt loader starts over: epoch 0 again
+        assert earlier + later != reference and later[: len(earlier)] == earlier
+
+
+def _epoch_batches(epoch: int) -> list[list[int]]:
+    return [b[0].tolist() for b in InMemoryLoader((torch.arange(23),), 5, True, 3, epoch=epoch)]
+
+
+def test_set_epoch_keeps_a_loaded_position_of_that_epoch_only():
+    loader = InMemoryLoader((torch.arange(23),), batch_size=5, shuffle=True, seed=3)
+    loader.load_state_dict({"epoch": 1, "batches_served": 2})
+    loader.set_epoch(1)  # a resume inside epoch 1: the rest of epoch 1
+    assert [b[0].tolist() for b in loader] == _epoch_batches(1)[2:]
+    loader.load_state_dict({"epoch": 1, "batches_served": 2})
+    loader.set_epoch(2)  # Lightning finished epoch 1 (limit_train_batches): epoch 2 from its start
+    assert [b[0].tolist() for b in loader] == _epoch_batches(2)
+    with pytest.raises(ValueError, match="epoch=-1"):
+        loader.set_epoch(-1)

@@ -4,10 +4,15 @@ keeps the finished ones when one fails; the SLURM launcher composes."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import REPO, TINY, run_cli
 from omegaconf import OmegaConf
@@ -76,3 +81,123 @@ def test_slurm_launcher_composes_with_the_trainer_s_nodes_and_devices(tmp_path):
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
     assert launcher.partition == "gpu" and launcher.timeout_min > 0
     assert cfg.trainer.strategy == "ddp_find_unused_parameters_true"
+
+
+# ---- persistent searches (hydra/sweeper=genlab_optuna): resume, parallel workers, failures --------------------
+TRIAL = ["data=digits", "model.eval_k=10", *TINY]
+
+
+def search_cmd(sweep: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "genlab", "hparams_search=vae_optuna", *TRIAL, f"hydra.sweep.dir={sweep}", *extra]
+
+
+def load_study(sweep: Path, name: str = "vae_optuna"):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep}/optuna.db")
+
+
+def completed(study) -> dict[int, object]:
+    return {t.number: t for t in study.get_trials() if t.state.name == "COMPLETE"}
+
+
+def assert_folders_belong_to_trials(sweep: Path, study) -> None:
+    """Folder N holds trial N's run: its metrics.json value is the value the study recorded for trial N."""
+    for number, trial in completed(study).items():
+        assert metrics_of(sweep)[number]["val/elbo"] == trial.value, number
+
+
+def test_a_killed_search_resumes_where_it_stopped_and_runs_no_trial_twice(tmp_path):
+    sweep = tmp_path / "search"
+    cmd = search_cmd(sweep, "hydra.sweeper.n_trials=4", "hydra.sweeper.heartbeat_interval=1",
+                     "hydra.sweeper.grace_period=2")
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if (sweep / "optuna.db").exists() and len(load_study(sweep).get_trials()) >= 3:
+                time.sleep(1.0)  # the third trial's heartbeats have begun (a trial's run takes seconds)
+                break
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)  # no handler runs: the third trial (if asked) stays RUNNING
+        proc.wait()
+    before = {n: (t.params, t.value) for n, t in completed(load_study(sweep)).items()}
+    assert len(before) in (2, 3), "the search ended before it could be killed"
+    stamps = {n: (sweep / str(n) / "metrics.json").stat().st_mtime_ns for n in before}
+    time.sleep(2.5)  # past the grace period: the killed trial's heartbeat is stale
+
+    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"{len(before)} of 4 trials done" in rerun.stdout + rerun.stderr
+    study = load_study(sweep)
+    done = completed(study)
+    assert len(done) == 4  # n_trials counted the trials finished before the kill
+    others = [t for t in study.get_trials() if t.number not in done]
+    assert len(others) <= 1 and all(t.state.name == "FAIL" and "error" not in t.user_attrs for t in others)
+    assert {n: (done[n].params, done[n].value) for n in before} == before  # the finished trials stayed
+    assert {n: (sweep / str(n) / "metrics.json").stat().st_mtime_ns for n in before} == stamps  # not rerun
+    assert_folders_belong_to_trials(sweep, study)
+    # The rerun draws new values: a re-seeded sampler would replay trial 0's values as trial 2's.
+    params = [json.dumps(t.params, sort_keys=True) for t in done.values()]
+    assert len(set(params)) == 4, params
+
+
+def test_two_workers_started_together_share_one_study(tmp_path):
+    sweep = tmp_path / "shared"
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    # Longer trials than the start-up of a worker, so both take part.
+    cmd = search_cmd(sweep, "hydra.sweeper.n_trials=4", "trainer.limit_train_batches=8")
+    workers = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for _ in range(2)]
+    logs = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    ran = [set(map(int, re.findall(r"Trial (\d+): \{", log))) for log in logs]
+    assert ran[0] and ran[1] and not ran[0] & ran[1], ran  # each worker ran trials, none ran the same one
+    study = load_study(sweep)
+    assert sorted(completed(study)) == sorted(ran[0] | ran[1]) == [0, 1, 2, 3]  # 4 in all, not 4 each
+    assert_folders_belong_to_trials(sweep, study)
+    params = [json.dumps(t.params, sort_keys=True) for t in completed(study).values()]
+    assert len(set(params)) == 4, params  # the second worker re-seeds: no replay of the first one's values
+
+
+def test_joblib_trials_share_the_study_and_a_failed_trial_is_recorded_and_counted(tmp_path):
+    sweep = tmp_path / "joblib_search"
+    # latent_dim=0 is refused (ConfigError) in the trials that draw it.
+    args = ["-m", "hparams_search=vae_optuna", "model.latent_dim=choice(3,0)", "hydra.sweeper.n_trials=4",
+            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", *TRIAL,
+            f"hydra.sweep.dir={sweep}"]
+    proc = run_cli(*args)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in log
+    study = load_study(sweep)
+    trials = study.get_trials()
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert failed and all(t.params["model.latent_dim"] == 0 for t in failed)
+    assert all("model.latent_dim=0 is not accepted" in t.user_attrs["error"] for t in failed)
+    assert {t.number for t in failed} == {t.number for t in trials} - set(metrics_of(sweep))  # no metrics.json
+    assert all(t.params["model.latent_dim"] == 3 for t in completed(study).values())
+    assert_folders_belong_to_trials(sweep, study)
+    # The failed trial counts: the same command again finds the study full and runs nothing.
+    stamps = {p: p.stat().st_mtime_ns for p in sweep.glob("*/metrics.json")}
+    again = run_cli(*args)
+    assert again.returncode == 0 and "4 of 4 trials done" in again.stdout + again.stderr, again.stderr[-2000:]
+    assert len(load_study(sweep).get_trials()) == 4
+    assert {p: p.stat().st_mtime_ns for p in sweep.glob("*/metrics.json")} == stamps
+
+
+def test_bad_storage_and_a_nameless_study_are_refused_naming_the_key(tmp_path):
+    from genlab.checks import ConfigError
+    from genlab.sweeps.study import open_storage
+
+    with pytest.raises(ConfigError, match=r"hydra\.sweeper\.storage='study\.db'.*sqlite:///"):
+        open_storage("study.db", 10, 30)
+    with pytest.raises(ConfigError, match=r"hydra\.sweeper\.grace_period=0"):
+        open_storage(f"sqlite:///{tmp_path}/s.db", 10, 0)
+    proc = run_cli("hparams_search=vae_optuna", "hydra.sweeper.study_name=null", *TRIAL,
+                   f"hydra.sweep.dir={tmp_path / 's'}")
+    assert proc.returncode != 0 and "hydra.sweeper.study_name=null is not accepted" in proc.stderr

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY, read_metrics, run_cli
-from lightning.pytorch.loggers import WandbLogger
 
 import genlab.loggers.wandb_run as wandb_run
 
@@ -66,18 +65,18 @@ def test_sweep_jobs_are_separate_runs_grouped_by_the_sweep_with_config_table_and
     assert len(ids) == 2, "each sweep job must be its own W&B run"
 
 
-class _RefusedOnline(WandbLogger):
-    """A WandbLogger whose online start fails as with a bad API key; offline starts work."""
+def _refuse_online(mode, *args, **kwargs):  # noqa: ANN001, ANN202
+    """wandb.init as with a bad API key: online starts fail, offline starts work."""
+    if mode == "online":
+        raise RuntimeError("permission denied: invalid API key")
+    return _REAL_INIT_RUN(mode, *args, **kwargs)
 
-    @property
-    def experiment(self):  # noqa: ANN201
-        if not self._offline:
-            raise RuntimeError("permission denied: invalid API key")
-        return super().experiment
+
+_REAL_INIT_RUN = wandb_run.init_run
 
 
 def test_a_failed_online_start_falls_back_offline(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(wandb_run, "WandbLogger", _RefusedOnline)
+    monkeypatch.setattr(wandb_run, "init_run", _refuse_online)
     monkeypatch.setattr(wandb_run, "server_reachable", lambda url, timeout: True)
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_MODE", raising=False)

@@ -41,9 +41,10 @@ class InMemoryLoader:
     """Serves index batches of ``tensors``; epoch ``e``'s order and transform draws depend only on (seed, e).
 
     Each ``__iter__`` serves one epoch and the next one serves the following epoch, except right after
-    :meth:`load_state_dict`, when it resumes the saved epoch past the batches already served. Lightning sees
-    ``state_dict``/``load_state_dict`` and stores the position in its checkpoints for mid-epoch resumption.
-    ``epoch`` is the epoch the first ``__iter__`` serves.
+    :meth:`load_state_dict`, when it resumes the saved epoch past the batches already served, and after
+    :meth:`set_epoch`, which names the epoch to serve next. Lightning sees ``state_dict``/``load_state_dict``
+    and stores the position in its checkpoints for mid-epoch resumption. ``epoch`` is the epoch the first
+    ``__iter__`` serves.
 
     "Batch" below means one minibatch of ``batch_size`` samples (the last one of an epoch may be short).
     ``steps_per_block=S`` groups them into loader items: with S = 1 each item is a plain tuple of (B, ...)
@@ -178,6 +179,20 @@ class InMemoryLoader:
             else:
                 n = end - first
                 yield Block(t.reshape(n, -1, *t.shape[1:]) for t in out)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Serve ``epoch`` from its first batch next, unless a position inside that same epoch was just loaded.
+
+        Lightning restores a loader's state only when it resumes inside an epoch, and stops an epoch early under
+        ``limit_train_batches``; the trainer's epoch counter is the one that is right in both cases, so a
+        callback passes it here at every training epoch start (:class:`genlab.checkpoints.LoaderEpoch`).
+        """
+        if epoch < 0:
+            raise ValueError(f"epoch={epoch!r} must be a non-negative int")
+        if self._resume_pending and self._epoch == epoch:
+            return  # a mid-epoch resume of this epoch continues past the batches already served
+        self._resume_pending = False
+        self._next_epoch = int(epoch)
 
     def state_dict(self) -> dict[str, int]:
         """Return the position in the batch stream: the epoch in progress, its batches served (and S when > 1)."""

@@ -18,6 +18,8 @@ KINDS = ("ring8", "grid25", "moons", "swissroll")
 
 # Defaults of the VEEGAN / PacGAN mode-collapse protocol, and noise levels that keep moons/roll visibly structured.
 DEFAULT_NOISE = {"ring8": 0.02, "grid25": 0.05, "moons": 0.05, "swissroll": 0.5}
+# Ring radius / grid spacing of the mixtures: VEEGAN's (radius 2; coordinates {-4, -2, 0, 2, 4}).
+MIXTURE_SCALE = {"ring8": 2.0, "grid25": 2.0}
 NUM_CLASSES = {"ring8": 8, "grid25": 25, "moons": 2, "swissroll": 1}
 
 # sklearn's roll spans about +-14 with per-axis std near 7; dividing by 7 brings it to about unit scale.
@@ -63,7 +65,9 @@ class Toy2DDataModule(ArrayDataModule):
     """Samples of a 2-D toy distribution drawn from ``seed``; y is the generating component (mixtures) or moon.
 
     ``noise`` is the component std for ring8/grid25 (default 0.02 / 0.05) and sklearn's noise for moons/swissroll
-    (default 0.05 / 0.5); other keyword arguments go to :class:`ArrayDataModule`.
+    (default 0.05 / 0.5). ``scale`` is the ring's radius or the grid's spacing (default 2, the VEEGAN toys; the
+    PacGAN ring has radius 1); it applies to the mixtures only. Other keyword arguments go to
+    :class:`ArrayDataModule`.
     """
 
     data_shape = (2,)
@@ -75,6 +79,7 @@ class Toy2DDataModule(ArrayDataModule):
         n_val: int = 2000,
         n_test: int = 2000,
         noise: float | None = None,
+        scale: float | None = None,
         **kwargs: Any,
     ) -> None:
         check_arg("kind", kind, kind in KINDS, " | ".join(map(repr, KINDS)))
@@ -84,6 +89,11 @@ class Toy2DDataModule(ArrayDataModule):
         check_arg("binarize", binarize, binarize == "none", "'none' (toy 2-D data is real-valued)")
         check_arg("val_size", kwargs.get("val_size"), "val_size" not in kwargs, "unset (toy 2-D data uses n_val)")
         check_arg("noise", noise, noise is None or (isinstance(noise, (int, float)) and noise >= 0), "null or >= 0")
+        if kind in MIXTURE_SCALE:
+            ok = scale is None or (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0)
+            check_arg("scale", scale, ok, "null or a number > 0 (ring radius / grid spacing)")
+        else:
+            check_arg("scale", scale, scale is None, f"null (kind={kind!r} has no ring radius or grid spacing)")
         super().__init__(val_size=int(n_val), **kwargs)
         self.kind = kind
         self.name = f"toy2d-{kind}"
@@ -91,7 +101,8 @@ class Toy2DDataModule(ArrayDataModule):
         self.noise = float(DEFAULT_NOISE[kind] if noise is None else noise)
         self.num_classes = NUM_CLASSES[kind]
         centers = {"ring8": ring8_centers, "grid25": grid25_centers}.get(kind)
-        self.centers: Tensor | None = centers() if centers is not None else None
+        self.scale = float(MIXTURE_SCALE[kind] if scale is None else scale) if centers is not None else None
+        self.centers: Tensor | None = centers(self.scale) if centers is not None else None
         self.std: float | None = self.noise if centers is not None else None
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:

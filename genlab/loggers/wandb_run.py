@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from genlab.checks import one_of, positive
 
@@ -98,26 +99,65 @@ def make_wandb_logger(
         save_dir=str(save_dir), name=name or auto_name, log_model=log_model,
     )
     if mode == "disabled":
-        return WandbLogger(mode="disabled", **kwargs)
+        return start_logger("disabled", kwargs, init_timeout)
     if online:
         base_url = os.environ.get("WANDB_BASE_URL", DEFAULT_BASE_URL)
         if not server_reachable(base_url, timeout=min(init_timeout, 10.0)):
             _warn(f"W&B server {base_url} is unreachable; logging offline instead. Upload later with "
                   f"`wandb sync {save_dir}/wandb/offline-run-*`.")
         else:
-            logger = WandbLogger(offline=False, settings={"init_timeout": init_timeout}, **kwargs)
             try:
-                logger.experiment  # noqa: B018 - start the run now so a failure is caught here
-                return logger
+                return start_logger("online", kwargs, init_timeout)
             except Exception as err:  # noqa: BLE001 - bad key, server error, timeout: keep training
                 _warn(f"W&B could not start online ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
                       f"logging offline instead. Upload later with `wandb sync {save_dir}/wandb/offline-run-*`.")
                 wandb.teardown()  # the failed session keeps its online settings; offline needs a fresh one
-    # mode="offline" explicitly: Lightning's offline flag sets WANDB_MODE=dryrun, which this wandb no longer
-    # honours (it then asks for an API key).
-    logger = WandbLogger(offline=True, mode="offline", **kwargs)
-    logger.experiment  # noqa: B018
-    return logger
+    return start_logger("offline", kwargs, init_timeout)
+
+
+def init_run(mode: str, init_timeout: float, **init: Any) -> Any:
+    """``wandb.init`` with W&B's console output kept to warnings and errors (genlab prints the sync hint itself),
+    and Lightning's x-axis (``trainer/global_step``) for every metric."""
+    import wandb
+
+    run = wandb.init(mode=mode, settings=wandb.Settings(quiet=True, init_timeout=init_timeout), **init)
+    if getattr(run, "define_metric", None):
+        run.define_metric("trainer/global_step")
+        run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+    return run
+
+
+def start_logger(mode: str, kwargs: Mapping[str, Any], init_timeout: float) -> WandbLogger:
+    """A WandbLogger on a run started now by :func:`init_run` on global rank zero (other ranks log nothing).
+
+    The run is started here rather than by Lightning, which passes ``anonymous=None`` (W&B then warns that the
+    setting has no effect) and, offline, sets ``WANDB_MODE`` after W&B has read the environment (W&B then warns
+    that the change is ignored); ``mode="offline"`` is what this W&B honours.
+    """
+    init = {k: v for k, v in kwargs.items() if k not in ("save_dir", "log_model")}
+    experiment = None
+    if rank_zero_only.rank == 0:
+        experiment = init_run(mode, init_timeout, dir=kwargs["save_dir"], **init)
+    return WandbLogger(experiment=experiment, offline=mode != "online", save_dir=kwargs["save_dir"],
+                       project=kwargs["project"], name=kwargs["name"], log_model=kwargs["log_model"])
+
+
+def sync_hints(loggers: Sequence[Logger]) -> list[str]:
+    """For each W&B run: the ``wandb sync <run folder>`` command of an offline run, or an online run's page.
+
+    Call before :func:`publish_summary` (it finishes the runs); on rank zero."""
+    hints = []
+    for logger in loggers:
+        if not isinstance(logger, WandbLogger):
+            continue
+        run = logger.experiment
+        if getattr(run, "disabled", False):
+            continue
+        if run.offline:
+            hints.append(f"genlab: upload to W&B: wandb sync {Path(run.dir).parent}")
+        elif run.url:
+            hints.append(f"genlab: W&B run: {run.url}")
+    return hints
 
 
 def publish_summary(loggers: Sequence[Logger], metrics: Mapping[str, Any]) -> None:

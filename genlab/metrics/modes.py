@@ -74,8 +74,10 @@ class ModeCoverage(Metric):
         """Add a batch of generated samples (N, D)."""
         idx, d = nearest_center(samples.detach().float(), self.centers)
         hq = d < self.n_std * self.std
-        self.counts += torch.bincount(idx[hq], minlength=self.counts.numel())
-        self.total += samples.shape[0]
+        # Out of place: after a `trainer.validate` (inference mode) the states are inference tensors, which a
+        # later fit's validation (no_grad only) may not update in place.
+        self.counts = self.counts + torch.bincount(idx[hq], minlength=self.counts.numel())
+        self.total = self.total + samples.shape[0]
 
     def compute(self) -> dict[str, Tensor]:
         counts = self.counts

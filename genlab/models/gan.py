@@ -6,6 +6,11 @@ is one pass of generator steps over the data), then one generator step on m fres
 its optimizer (only that net's parameters get gradients) and goes through the base's guarded ``optimize``.
 The objective comes from the ``loss`` config group (:mod:`genlab.losses.gan_losses`).
 
+Packing (PacGAN, Lin et al. 2018): with ``pack=m`` the discriminator judges m samples at once. Every call goes
+through :meth:`GAN.discriminate`, which concatenates each run of m consecutive samples of a batch into one
+input of shape (m * d0, d1, ...) (real with real, fake with fake), so a batch of B samples gives B / m judgements;
+the loss, WGAN-GP's interpolates and the metrics are unchanged otherwise. ``pack=1`` is the plain GAN.
+
 Evaluation: samples from fixed noise (``eval_samples``, 2,500 as in the VEEGAN/PacGAN protocol) are scored
 at every validation and test epoch: ``modes``/``hq``/``mode_kl`` on Gaussian-mixture toys (data modules with
 ``centers``), ``fd``/``precision``/``recall``/``classes``/``class_entropy`` on labelled images, in the features
@@ -44,6 +49,36 @@ EVAL_NOISE_SEED = 2500
 TEST_NOISE_SEED = 2501
 
 
+def packed_shape(data_shape: Sequence[int], pack: int) -> tuple[int, ...]:
+    """The discriminator's input shape under packing: (pack * d0, d1, ...) for samples of shape (d0, d1, ...)."""
+    shape = tuple(int(d) for d in data_shape)
+    return (pack * shape[0], *shape[1:])
+
+
+def pack_samples(x: Tensor, pack: int) -> Tensor:
+    """(B, d0, d1, ...) -> (B // pack, pack * d0, d1, ...): row i concatenates samples i*pack .. i*pack + pack - 1.
+
+    The concatenation is along the first sample axis: feature vectors side by side, images stacked as channels
+    (as PacGAN packs images). A batch whose size is not a multiple of ``pack`` (a loader's last, partial batch)
+    loses its last B mod pack samples.
+    """
+    if pack == 1:
+        return x
+    rows = x.shape[0] // pack
+    if rows == 0:
+        raise ValueError(f"a batch of {x.shape[0]} samples cannot fill one pack of model.pack={pack} samples")
+    return x[: rows * pack].reshape(rows, pack * x.shape[1], *x.shape[2:])
+
+
+def check_pack_batch(pack: int, batch_size: int | None) -> None:
+    """A ConfigError unless the data's batch size is a multiple of ``pack`` (so every full batch packs exactly)."""
+    if batch_size is not None and batch_size % pack != 0:
+        raise ConfigError(
+            f"data.batch_size={batch_size} is not accepted with model.pack={pack}: expected a multiple of "
+            f"{pack} (the discriminator judges batch_size / pack packs of {pack} samples)"
+        )
+
+
 class GAN(GenerativeModule):
     """Generator and discriminator nets from config, a GAN loss object, two optimizers, optional generator EMA."""
 
@@ -57,6 +92,7 @@ class GAN(GenerativeModule):
         optimizer_d: OptimizerFactory,
         latent_dim: int = 64,
         n_critic: int = 1,
+        pack: int = 1,
         generator_output: str = "identity",
         ema_decay: float | None = None,
         sample_metrics: bool = True,
@@ -81,6 +117,7 @@ class GAN(GenerativeModule):
         self.loss = loss
         self.latent_dim = positive_int("latent_dim", latent_dim)
         self.n_critic = positive_int("n_critic", n_critic)
+        self.pack = positive_int("pack", pack)
         self.generator_output = one_of("generator_output", generator_output, GENERATOR_OUTPUTS)
         self.ema_decay = None if ema_decay is None else fraction("ema_decay", ema_decay)
         self.sample_metrics = bool(sample_metrics)
@@ -100,7 +137,7 @@ class GAN(GenerativeModule):
         self.optimizer_d_factory = optimizer_d
 
         self.generator = generator(in_shape=(self.latent_dim,), out_shape=self.data_shape)
-        self.discriminator = discriminator(in_shape=self.data_shape, out_shape=(1,))
+        self.discriminator = discriminator(in_shape=packed_shape(self.data_shape, self.pack), out_shape=(1,))
         self.generator_ema: AveragedModel | None = None
         if self.ema_decay is not None:
             self.generator_ema = AveragedModel(
@@ -139,8 +176,17 @@ class GAN(GenerativeModule):
             self.optimizer_g_factory(self.generator.parameters()),
         ]
 
+    def discriminate(self, x: Tensor) -> Tensor:
+        """D's outputs (B // pack, 1) on a batch of samples (B, *data_shape), packed ``pack`` at a time."""
+        return self.discriminator(pack_samples(x, self.pack))
+
     def discriminator_objective(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
-        """The loss's discriminator terms on a real and a (detached) generated batch; ``d_loss`` is minimised."""
+        """The loss's discriminator terms on a real and a (detached) generated batch; ``d_loss`` is minimised.
+
+        The penalty (WGAN-GP) sees packed inputs: it interpolates between packed real and packed fake rows and
+        constrains D's gradient with respect to the whole packed input.
+        """
+        real, fake = pack_samples(real, self.pack), pack_samples(fake, self.pack)
         real_out, fake_out = self.discriminator(real), self.discriminator(fake)
         d_loss = self.loss.discriminator_loss(real_out, fake_out)
         terms = {"d_real": real_out.detach().mean(), "d_fake": fake_out.detach().mean()}
@@ -162,7 +208,7 @@ class GAN(GenerativeModule):
                 d_terms = self.discriminator_objective(x, fake)
                 self.optimize(opt_d, d_terms["d_loss"], "train/d_loss")
         with self.toggled_optimizer(opt_g):
-            g_loss = self.loss.generator_loss(self.discriminator(self._squash(self.generator(self.noise(m)))))
+            g_loss = self.loss.generator_loss(self.discriminate(self._squash(self.generator(self.noise(m)))))
             self.optimize(opt_g, g_loss, "train/g_loss")
         if self.generator_ema is not None:
             self.generator_ema.update_parameters(self.generator)
@@ -179,7 +225,7 @@ class GAN(GenerativeModule):
         terms = self.discriminator_objective(x, fake)
         out = {
             "d_loss": terms["d_loss"],
-            "g_loss": self.loss.generator_loss(self.discriminator(fake)),
+            "g_loss": self.loss.generator_loss(self.discriminate(fake)),
             "d_real": terms["d_real"],
             "d_fake": terms["d_fake"],
         }
@@ -193,10 +239,11 @@ class GAN(GenerativeModule):
         Every process scores the same samples (same weights, same evaluation noise), so the metrics are not
         synchronised across processes: each rank holds the whole evaluation and logs the same values.
         """
-        if not self.sample_metrics or self._metrics or self._trainer is None:
+        if self._trainer is None:
             return
         dm = getattr(self.trainer, "datamodule", None)
-        if dm is None:
+        check_pack_batch(self.pack, getattr(dm, "batch_size", None))
+        if not self.sample_metrics or self._metrics or dm is None:
             return
         centers = getattr(dm, "centers", None)
         if centers is not None:

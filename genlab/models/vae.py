@@ -139,17 +139,30 @@ class VAE(GenerativeModule):
             terms["loss"] = -elbo(recon, kl, beta).mean()
         return terms, mean, log_var
 
-    def log_marginal_likelihood(self, x: Tensor, k: int | None = None, chunk: int | None = None) -> Tensor:
-        """Importance-weighted estimate of log p(x) per example, (B,), with ``k`` (default ``eval_k``) samples."""
+    def log_weights(self, x: Tensor, mean: Tensor, log_var: Tensor, eps: Tensor) -> Tensor:
+        """log w = log p(x|z) + log p(z) - log q(z|x) at z = mean + sigma * eps, for eps (n, B, J): shape (n, B)."""
+        z = reparameterize(mean, log_var, eps)
+        log_qz = log_normal(z, mean, log_var).sum(-1)
+        return log_importance_weights(self.log_likelihood(x, z), self.log_prior(z), log_qz)
+
+    def log_marginal_likelihood(
+        self, x: Tensor, k: int | None = None, chunk: int | None = None, workers: int | None = None
+    ) -> Tensor:
+        """Importance-weighted estimate of log p(x) per example, (B,), with ``k`` (default ``eval_k``) samples.
+
+        Each chunk decodes ``chunk`` samples for every image of ``x`` in one pass (chunk x B rows per decoder
+        matmul); on CPU the chunks run on ``workers`` threads (default: torch's intra-op thread count), and the
+        estimate does not depend on how many.
+        """
+        if workers is None:
+            workers = torch.get_num_threads() if x.device.type == "cpu" else 1
         with torch.inference_mode():
             mean, log_var = self.posterior(x)
-
-            def log_weights(n: int) -> Tensor:
-                z = self.sample_posterior(mean, log_var, n)
-                log_qz = log_normal(z, mean, log_var).sum(-1)
-                return log_importance_weights(self.log_likelihood(x, z), self.log_prior(z), log_qz)
-
-            return importance_weighted_log_likelihood(log_weights, k or self.eval_k, chunk or self.eval_chunk)
+            return importance_weighted_log_likelihood(
+                lambda eps: self.log_weights(x, mean, log_var, eps),
+                lambda n: torch.randn((n, *mean.shape), dtype=mean.dtype, device=mean.device),
+                k or self.eval_k, chunk or self.eval_chunk, workers,
+            )
 
     # -- Lightning ----------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from genlab.checks import ConfigError, positive, positive_int
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
@@ -29,8 +31,31 @@ def make_activation(name: str | None) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+class Maxout(nn.Module):
+    """h_j = max_k (W_{jk} x + b_{jk}), k = 1..pieces (Goodfellow et al. 2013): one affine map, max over each group.
+
+    The ``out_features * pieces`` outputs of the affine map are grouped contiguously, ``pieces`` per unit, as
+    Blocks' ``LinearMaxout`` (used by the PacGAN reference discriminator) reshapes them.
+    """
+
+    def __init__(self, in_features: int, out_features: int, pieces: int = 5, bias: bool = True) -> None:
+        super().__init__()
+        self.out_features = positive_int("out_features", out_features)
+        self.pieces = positive_int("maxout_pieces", pieces)
+        self.linear = nn.Linear(in_features, self.out_features * self.pieces, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).unflatten(-1, (self.out_features, self.pieces)).amax(dim=-1)
+
+
 class MLP(nn.Module):
-    """Maps a batch of shape ``(B, *in_shape)`` to ``(B, *out_shape)`` through fully connected layers."""
+    """Maps a batch of shape ``(B, *in_shape)`` to ``(B, *out_shape)`` through fully connected layers.
+
+    ``maxout_pieces`` makes every hidden layer a :class:`Maxout` of that many pieces (its own nonlinearity, so
+    ``activation`` must then be null). ``init_std`` draws every linear weight from N(0, init_std^2) with zero
+    biases (the Blocks ``IsotropicGaussian`` init of the PacGAN reference); null keeps PyTorch's default init.
+    ``hidden_bias: false`` drops the biases of the hidden layers (redundant before batch norm).
+    """
 
     def __init__(
         self,
@@ -39,19 +64,47 @@ class MLP(nn.Module):
         hidden: Sequence[int] = (256, 256),
         activation: str | None = "relu",
         batch_norm: bool = False,
+        maxout_pieces: int | None = None,
+        init_std: float | None = None,
+        hidden_bias: bool = True,
     ) -> None:
         super().__init__()
         self.in_shape = tuple(in_shape)
         self.out_shape = tuple(out_shape)
+        if maxout_pieces is not None:
+            positive_int("maxout_pieces", maxout_pieces)
+            if activation not in (None, "linear"):
+                raise ConfigError(
+                    f"activation={activation!r} is not accepted with maxout_pieces={maxout_pieces}: expected null "
+                    "(maxout is the hidden layers' nonlinearity)"
+                )
+        if init_std is not None:
+            positive("init_std", init_std)
         widths = [math.prod(self.in_shape), *hidden, math.prod(self.out_shape)]
         layers: list[nn.Module] = []
         for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
-            layers.append(nn.Linear(w_in, w_out))
-            if i < len(widths) - 2:
-                if batch_norm:
-                    layers.append(nn.BatchNorm1d(w_out))
+            if i == len(widths) - 2:
+                layers.append(nn.Linear(w_in, w_out))
+                break
+            if maxout_pieces is not None:
+                layers.append(Maxout(w_in, w_out, maxout_pieces, bias=hidden_bias))
+            else:
+                layers.append(nn.Linear(w_in, w_out, bias=hidden_bias))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(w_out))
+            if maxout_pieces is None:
                 layers.append(make_activation(activation))
         self.layers = nn.Sequential(*layers)
+        if init_std is not None:
+            self.reset_linear(float(init_std))
+
+    def reset_linear(self, std: float) -> None:
+        """Every linear weight ~ N(0, std^2), every linear bias 0 (batch-norm scales and shifts stay 1 and 0)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x.flatten(1)).view(x.shape[0], *self.out_shape)

@@ -1,0 +1,7 @@
+"""``python -m genlab.compare``."""
+
+import sys
+
+from genlab.compare.cli import main
+
+sys.exit(main())

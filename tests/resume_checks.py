@@ -1,0 +1,39 @@
+"""Comparison of a resumed run's folder with an uninterrupted run's: what "exact resume" means in the tests."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+from conftest import read_metrics
+
+
+def final_state(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def csv_rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def assert_same_run(resumed_dir: Path, uninterrupted_dir: Path, model: str, min_steps: int,
+                    epoch: int | None = None) -> None:
+    """Both runs end with the same weights, optimizer and scheduler states, step, metrics.json and CSV rows."""
+    resumed, uninterrupted = final_state(resumed_dir), final_state(uninterrupted_dir)
+    assert resumed["epoch"] == uninterrupted["epoch"], model
+    assert epoch is None or resumed["epoch"] == epoch, model
+    assert resumed["global_step"] == uninterrupted["global_step"] >= min_steps, model
+    assert resumed["state_dict"].keys() == uninterrupted["state_dict"].keys()
+    for name, tensor in uninterrupted["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], tensor), f"{model}: {name} differs after resume"
+    assert len(resumed["optimizer_states"]) == (2 if model == "gan" else 1)
+    for opt_r, opt_u in zip(resumed["optimizer_states"], uninterrupted["optimizer_states"]):
+        assert opt_r["param_groups"] == opt_u["param_groups"]
+        for pid, moments in opt_u["state"].items():
+            for key, value in moments.items():
+                assert torch.equal(torch.as_tensor(opt_r["state"][pid][key]), torch.as_tensor(value)), (model, key)
+    assert resumed["lr_schedulers"] == uninterrupted["lr_schedulers"]
+    assert read_metrics(resumed_dir) == read_metrics(uninterrupted_dir), model
+    assert csv_rows(resumed_dir) == csv_rows(uninterrupted_dir), model

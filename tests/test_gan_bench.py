@@ -1,0 +1,148 @@
+"""experiments/gan_bench.py: the table's commands, budgets, dry run, statistics, curves and the RESULTS.md section."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "experiments"))
+import gan_bench  # noqa: E402
+
+
+def overrides_of(row: gan_bench.Row) -> dict[str, str]:
+    return dict(o.split("=", 1) for o in row.overrides)
+
+
+def test_pacgan_m_rows_keep_100_packs_per_step_and_the_reference_step_count() -> None:
+    rows = gan_bench.gan2d_rows(gan_bench.BUDGETS["full"], 400, ("pacgan", "losses"), ("ring", "grid"))
+    pacgan = [r for r in rows if r.table == "pacgan"]
+    assert [r.name for r in pacgan[:4]] == ["GAN", "PacGAN2", "PacGAN3", "PacGAN4"] and len(pacgan) == 8
+    for row in pacgan:
+        m = int(overrides_of(row)["model.pack"])
+        o = overrides_of(row)
+        assert (o["data.batch_size"], o["trainer.max_epochs"]) == (str(100 * m), str(400 * m))
+        assert o["trainer.check_val_every_n_epoch"] == str(10 * m)  # the same 10,000-step curve spacing
+        # 1,000 steps per 100k samples at batch 100 for 400 epochs; pack 3's batch 300 leaves a partial batch.
+        assert gan_bench.steps_of(row) == (400 * 3 * 334 if m == 3 else 400_000)
+        assert row.seeds == tuple(range(10)) and row.published == gan_bench.PACGAN_TABLE1[(row.data, m)]
+    losses = {r.name: r for r in rows if r.table == "losses" and r.data == "ring"}
+    assert list(losses) == list(gan_bench.LOSSES) and all(r.seeds == (0, 1, 2) for r in losses.values())
+    assert losses["nonsaturating"].overrides == pacgan[0].overrides  # shared runs
+    assert overrides_of(losses["wgan_gp"])["loss"] == "wgan_gp"
+    cpu = gan_bench.gan2d_rows(gan_bench.BUDGETS["cpu"], 20, ("pacgan",), ("grid",))
+    assert [len(r.seeds) for r in cpu] == [5] * 4 and gan_bench.steps_of(cpu[1]) == 20_000
+
+
+def test_every_table_command_composes() -> None:
+    budget = gan_bench.BUDGETS["cpu"]
+    rows = gan_bench.gan2d_rows(budget, 20, ("pacgan", "losses"), ("ring", "grid"))
+    # One of each kind (composing all 18 takes long on a loaded CPU): packed, each non-default loss, each data.
+    wanted = {"pacgan/grid/PacGAN3", "pacgan/ring/GAN", "losses/ring/wgan_gp", "losses/grid/minimax",
+              "losses/ring/hinge", "losses/grid/lsgan"}  # fmt: skip
+    rows = [r for r in rows if r.key in wanted]
+    rows += gan_bench.mnist_rows(budget, "/data", None, Path("outputs/gan_bench/feature_classifier.pt"))
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        for row in rows:
+            cfg = compose(config_name="config", overrides=list(row.overrides))
+            o = overrides_of(row)
+            if row.table == "mnist":
+                assert cfg.data.dataset == "mnist" and cfg.trainer.max_epochs == 10
+                assert cfg.model.feature_classifier_path == "outputs/gan_bench/feature_classifier.pt"
+                continue
+            assert cfg.model.pack == int(o["model.pack"]) and cfg.data.batch_size == int(o["data.batch_size"])
+            assert cfg.data.scale == (1.0 if row.data == "ring" else 2.0)
+            loss = o.get("loss", "nonsaturating")
+            assert cfg.loss._target_.lower().replace("_", "").endswith(loss.replace("_", "")), row.key
+
+
+def test_dry_run_prints_each_command_and_runs_nothing(tmp_path: Path, capsys) -> None:
+    args = ["gan2d", "--budget", "cpu", "--only", "pacgan", "--data", "ring", "--seeds", "0,1", "--dry-run",
+            "--write-to", str(tmp_path / "w"), "--out", str(tmp_path / "out")]  # fmt: skip
+    gan_bench.main(args)
+    lines = capsys.readouterr().out.splitlines()
+    commands = [ln for ln in lines if ln.startswith("[pacgan/ring/")]
+    assert len(commands) == 8 and all(": to run] OMP_NUM_THREADS=1 python -m genlab" in ln for ln in commands)
+    assert any("model.pack=3 data.batch_size=300 trainer.max_epochs=60" in ln and "seed=1" in ln for ln in commands)
+    # 20,000 steps per run (pack 3: 60 epochs x 334 batches), 2 seeds.
+    assert lines[-1] == "8 (row, seed) pairs, 8 distinct runs; 160,080 generator steps still to run"
+    assert not (tmp_path / "w").exists() and not (tmp_path / "out").exists()
+    # A recorded run is reported as such and not counted again.
+    (tmp_path / "w").mkdir()
+    row = gan_bench.gan2d_rows(gan_bench.BUDGETS["cpu"], 20, ("pacgan",), ("ring",))[0]
+    key = gan_bench.run_key(row.overrides, 0)
+    (tmp_path / "w" / "gan_results.json").write_text(json.dumps({"runs": {key: {"overrides": list(row.overrides)}}}))
+    gan_bench.main(args)
+    out = capsys.readouterr().out
+    assert "[pacgan/ring/GAN seed 0: recorded]" in out and "140,080 generator steps still to run" in out
+
+
+def test_mean_standard_error_and_verdict() -> None:
+    mean, se = gan_bench.mean_se([6.0, 7.0, 8.0])
+    assert mean == 7.0 and se == pytest.approx(1 / math.sqrt(3))
+    assert gan_bench.mean_se([5.0]) == (5.0, None)
+    # |6.0 - 6.3| = 0.3 <= 2 * hypot(0.3, 0.5): within; 8 modes vs 6.3 ± 0.5 is better; KL lower is better.
+    assert gan_bench.verdict((6.0, 0.3), (6.3, 0.5), True) == "within 2 SE"
+    assert gan_bench.verdict((8.0, 0.0), (6.3, 0.5), True) == "better"
+    assert gan_bench.verdict((50.0, 5.0), (98.2, 0.2), True) == "worse"
+    assert gan_bench.verdict((0.1, 0.01), (0.45, 0.09), False) == "better"
+    assert gan_bench.verdict((0.8, 0.01), (0.45, 0.09), False) == "worse"
+
+
+def fake_run(row: gan_bench.Row, seed: int, modes: float, hq: float, kl: float) -> dict:
+    curve = [{"step": s, "epoch": s // 1000 - 1, "modes": modes * s / 2000, "hq": hq * s / 2000, "mode_kl": kl}
+             for s in (1000, 2000)]  # fmt: skip
+    return {
+        "command": gan_bench.command_line(row, seed, 1, None), "overrides": list(row.overrides), "seed": seed,
+        "steps": 2000, "epochs": 2, "wall_s": 120.0 + 60 * seed, "cpu_s": 100.0, "load_mean": 2.0 + seed,
+        "load_max": 3.5 + seed, "threads": 1, "machine": "cpu", "date": "today", "run_dir": "x", "picture": None,
+        "final": {"val/modes": modes, "val/hq": hq, "val/mode_kl": kl}, "curve": curve,
+    }  # fmt: skip
+
+
+def test_section_rows_carry_statistics_budget_cost_command_and_curve(tmp_path: Path) -> None:
+    rows = gan_bench.gan2d_rows(gan_bench.BUDGETS["cpu"], 2, ("pacgan",), ("ring",), seeds=(0, 1))
+    gan, pac2 = rows[0], rows[1]
+    records = {"runs": {}, "rows": {r.ident: r.as_record() for r in rows}}
+    for row, values in ((gan, [(6, 0.97, 0.5), (8, 0.99, 0.3)]), (pac2, [(8, 0.95, 0.06), (8, 0.96, 0.08)])):
+        for seed, v in enumerate(values):
+            records["runs"][gan_bench.run_key(row.overrides, seed)] = fake_run(row, seed, *v)
+    (tmp_path / "RESULTS.md").write_text("# Results\n\n## GANs\n\nold\n\n## VAE family\n\nkept\n")
+    shown = gan_bench.recorded_rows(records)
+    assert [r.name for r in shown] == ["GAN", "PacGAN2"]  # rows without runs are left out
+    gan_bench.write_outputs(records, shown, tmp_path)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "old" not in text and text.rstrip().endswith("## VAE family\n\nkept")
+    line = next(ln for ln in text.splitlines() if ln.startswith("| GAN |"))
+    # modes 7 ± 1 (SE of 6, 8), hq 98.0 ± 1.0 %, KL 0.40 ± 0.10; published 6.3 ± 0.5: within 2 SE.
+    assert "**7.0 ± 1.0** | **98.0 ± 1.0** | **0.40 ± 0.10**" in line
+    assert "6.3 ± 0.5 / 98.2 ± 0.2 / 0.45 ± 0.09" in line and "within 2 SE / within 2 SE / within 2 SE" in line
+    assert "| 0, 1 |" in line and "2,000 G steps; 2.5 min/run (0.08 h in all), 1 thread/run; load 2.5 mean, 4.5 max" in line
+    assert "`OMP_NUM_THREADS=1 python -m genlab experiment=pacgan_ring model.pack=1" in line
+    pac_line = next(ln for ln in text.splitlines() if ln.startswith("| PacGAN2 |"))
+    assert "**8.0 ± 0.0** | **95.5 ± 0.5** | **0.07 ± 0.01**" in pac_line
+    assert "![ring curves](gan2d_pacgan_ring.png)" in text and (tmp_path / "gan2d_pacgan_ring.png").stat().st_size > 0
+    assert "fjxmlzn/PacGAN" in text and "pacgan_task.py" in text
+
+
+def test_one_real_run_is_recorded_with_its_curve(tmp_path: Path) -> None:
+    """One tiny PacGAN2 run through ``python -m genlab``: 2 epochs of 5 batches, a validation after each."""
+    row = gan_bench.Row(
+        "pacgan", "ring", "PacGAN2",
+        ("experiment=pacgan_ring", "model.pack=2", "data.batch_size=200", "trainer.max_epochs=2",
+         "trainer.check_val_every_n_epoch=1", "data.n_train=1000", "data.n_val=300", "data.n_test=300",
+         "model.eval_samples=500", "test=false"),
+        (0,),
+    )  # fmt: skip
+    rec = gan_bench.run_one(row, 0, tmp_path, threads=1, trainer=None)
+    assert rec["steps"] == 10 and [p["step"] for p in rec["curve"]] == [5, 10]
+    assert [p["epoch"] for p in rec["curve"]] == [0, 1]
+    metrics = json.loads((Path(rec["run_dir"]) / "metrics.json").read_text())
+    assert rec["final"]["val/modes"] == metrics["val/modes"] == rec["curve"][-1]["modes"]
+    assert rec["command"].startswith("OMP_NUM_THREADS=1 python -m genlab experiment=pacgan_ring model.pack=2")
+    assert rec["wall_s"] > 0 and rec["load_max"] >= rec["load_mean"] > 0 and rec["picture"].endswith(".png")
