@@ -127,7 +127,7 @@ def test_finished_runs_continue_to_the_uninterrupted_result(tmp_path):
         for model in models:
             assert_same_run(tmp_path / f"{model}_1", tmp_path / f"{model}_2", model, 2 * MIN_BATCHES_PER_EPOCH, epoch=1)
     rows = csv_rows(tmp_path / "vae_1")
-    assert {row["epoch"] for row in rows if row["val/loss"]} == {"0", "1"}  # the premise: both epochs' rows
+    assert {float(row["epoch"]) for row in rows if row["val/loss"]} == {0.0, 1.0}  # the premise: both epochs' rows
 
 
 def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):

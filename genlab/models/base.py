@@ -105,8 +105,11 @@ class GenerativeModule(L.LightningModule):
             )
 
     def optimize(self, optimizer: torch.optim.Optimizer, loss: Tensor, what: str = "train/loss") -> None:
-        """One guarded step: check the loss, zero grads, backward, check and clip grads, step."""
-        self.ensure_finite(loss, what)
+        """One guarded step: zero grads, backward, check the loss and the gradient norm, clip grads, step.
+
+        A non-finite loss or gradient norm raises :class:`NonFiniteError` before the optimizer steps, so the
+        weights and the optimizer state stay those of the last good step.
+        """
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -120,8 +123,13 @@ class GenerativeModule(L.LightningModule):
         else:
             # The same norm of the per-tensor norms, computed by fused foreach kernels rather than a Python loop.
             norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        if scaler is None:
-            self.ensure_finite(norm, f"gradient norm of {what}")
+        # One host sync for both checks (each .item() waits for the device): a non-finite loss or norm makes
+        # their sum non-finite; the rare finite sum that overflows is told apart by the checks themselves.
+        check = loss.detach() + norm if scaler is None else loss.detach()
+        if not math.isfinite(check.item()):
+            self.ensure_finite(loss, what)
+            if scaler is None:
+                self.ensure_finite(norm, f"gradient norm of {what}")
         optimizer.step()
 
     # -- training: blocks of minibatches ---------------------------------------------------------
@@ -152,6 +160,13 @@ class GenerativeModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         for means, total, prog_bar in self._train_log.take_epoch_means():
             self.log_dict(means, on_step=False, on_epoch=True, prog_bar=prog_bar, sync_dist=False, batch_size=total)
+            # As for a metric Lightning logs per step and per epoch, callback_metrics (and metrics.json) also hold
+            # the epoch value under the plain name, and the last step value; the loggers have those already.
+            plain = {k.removesuffix("_epoch"): v for k, v in means.items() if k.endswith("_epoch")}
+            self.log_dict(plain, on_step=False, on_epoch=True, logger=False, sync_dist=False, batch_size=total)
+        last = {k: v for k, v in self._train_log.last_row.items() if k.endswith("_step")}
+        if last:
+            self.log_dict(last, on_step=False, on_epoch=True, logger=False, sync_dist=False, batch_size=1)
         self._log_x_axis(self._train_log.batches_done)
 
     def _log_x_axis(self, step: int) -> None:
