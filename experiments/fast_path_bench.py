@@ -2,6 +2,7 @@
 
     GENLAB_DATA_DIR=/work/shared/data python experiments/fast_path_bench.py --blocks 1,4 --reps 5
     python experiments/fast_path_bench.py --only toy_gan --blocks 1,4,16 --reps 7
+    python experiments/fast_path_bench.py --blocks 1,4 --fused     # also genlab with fused Adam at the largest S
 
 Each repetition runs, in a rotating order, ``genlab.train.train`` (the whole ``python -m genlab`` run minus the
 process start: default callbacks, progress bar, CSV logger, ``test=false``) once per S, and the minimal loop of
@@ -39,6 +40,7 @@ sys.path.insert(0, str(HERE))
 from bench_loops import gan_step, make_gan, make_vae, minimal_batches, vae_step  # noqa: E402
 
 CASES = ("vae", "gan", "toy_gan")
+GAN_OPTIMIZERS = ("optimizer_g", "optimizer_d")
 
 
 def clocks() -> Tensor:
@@ -85,6 +87,7 @@ class BatchTimer(L.Callback):
 class Case:
     name: str
     overrides: list[str]
+    optimizers: tuple[str, ...]
     batch_size: int
     steps: int
     warmup: int
@@ -97,17 +100,18 @@ def cases(only: set[str], scale: float) -> list[Case]:
         return max(10, round(steps * scale))
 
     all_cases = [
-        Case("vae", ["model=vae", "data=mnist", "data.binarize=static"], 128, n(200), 20, 1),
+        Case("vae", ["model=vae", "data=mnist", "data.binarize=static"], ("optimizer",), 128, n(200), 20, 1),
         Case("gan", ["model=gan", "data=mnist", "model.generator_output=sigmoid", "model.sample_metrics=false"],
-             128, n(200), 20, 2),
+             GAN_OPTIMIZERS, 128, n(200), 20, 2),
         Case("toy_gan", ["model=gan", "data=ring8", "model.latent_dim=2", "model.generator.hidden=[128,128]",
-                         "model.discriminator.hidden=[128,128]"], 256, n(400), 40, 2),
+                         "model.discriminator.hidden=[128,128]"], GAN_OPTIMIZERS, 256, n(400), 40, 2),
     ]
     return [c for c in all_cases if c.name in only]
 
 
-def genlab_rate(case: Case, steps_per_block: int, workdir: Path) -> tuple[float, float]:
-    """Minibatches per wall and per CPU second of one in-process ``genlab.train.train`` run at ``steps_per_block``."""
+def genlab_rate(case: Case, steps_per_block: int, workdir: Path, fused: bool = False) -> tuple[float, float]:
+    """Minibatches per wall and per CPU second of one in-process ``genlab.train.train`` run at ``steps_per_block``
+    (``fused``: with torch's fused Adam, ``model.<optimizer>.fused=true``)."""
     from hydra import compose, initialize_config_dir
 
     from genlab.train import CONF_DIR, train
@@ -120,6 +124,7 @@ def genlab_rate(case: Case, steps_per_block: int, workdir: Path) -> tuple[float,
         f"trainer.max_steps={batches * case.optimizer_steps_per_batch}", "test=false", "logger=csv",
         f"paths.output_dir={run_dir}", "+callbacks.batch_timer._target_=fast_path_bench.BatchTimer",
         f"+callbacks.batch_timer.out={out}", f"+callbacks.batch_timer.warmup={case.warmup}",
+        *(f"++model.{name}.fused=true" for name in case.optimizers if fused),
     ]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
@@ -166,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", default="1,4", help="comma-separated data.steps_per_block values")
     parser.add_argument("--only", default=",".join(CASES))
     parser.add_argument("--steps-scale", type=float, default=1.0)
+    parser.add_argument("--fused", action="store_true", help="also time genlab with fused Adam at the largest S")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     blocks = [int(b) for b in args.blocks.split(",")]
@@ -177,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases(set(args.only.split(",")), args.steps_scale):
             x, y, shape = case_data(case)
             ways = {f"genlab_S{s}": functools.partial(genlab_rate, case, s, Path(tmp)) for s in blocks}
+            if args.fused:
+                ways[f"genlab_S{max(blocks)}_fused"] = functools.partial(genlab_rate, case, max(blocks), Path(tmp), True)
             ways["minimal"] = functools.partial(loop_rate, case, x, y, shape)
             names = list(ways)
             for rep in range(args.reps):

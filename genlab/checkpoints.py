@@ -128,7 +128,8 @@ class LastCheckpoint(Checkpoint):
         return not trainer.sanity_checking and not trainer.fast_dev_run
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        # Steps since the last save, not global_step % N: a GAN batch advances global_step by 2.
+        # Steps since the last save, not global_step % N: a GAN batch advances global_step by 2, a block of
+        # data.steps_per_block batches by several; the save lands at the end of the loader item (a resume point).
         since = trainer.global_step - (self._saved_at or 0)
         if self.every_n_train_steps and self._active(trainer) and since >= self.every_n_train_steps:
             self.save(trainer)
