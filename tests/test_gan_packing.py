@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from test_gan_model import trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -33,19 +34,6 @@ def gan(pack: int = 1, loss=None, hidden=(16, 16), g_batch_norm: bool = False, *
         optimizer_d=ADAM,
         **{"latent_dim": 4, "eval_samples": 500, "pack": pack, **kwargs},
     )
-
-
-def trainer(tmp_path: Path, **kwargs) -> L.Trainer:
-    opts = dict(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-        num_sanity_val_steps=0,
-    )
-    return L.Trainer(**{**opts, **kwargs})
 
 
 # -- shapes -------------------------------------------------------------------------------------------
