@@ -165,13 +165,20 @@ class VAE(GenerativeModule):
             )
 
     # -- Lightning ----------------------------------------------------------------------------
-    def configure_optimizers(self) -> Any:
-        optimizer = super().configure_optimizers()
-        if optimizer is None or self.lr_schedule == "constant":
-            return optimizer
+    def epoch_lr_factor(self) -> Callable[[int], float] | None:
+        """The learning-rate factor of each epoch (for LambdaLR), None for a constant rate."""
+        if self.lr_schedule == "constant":
+            return None
         factor = LR_SCHEDULES[self.lr_schedule]
         if factor is step_decay:
             factor = functools.partial(step_decay, decay=self.lr_decay, every=self.lr_decay_every)
+        return factor
+
+    def configure_optimizers(self) -> Any:
+        optimizer = super().configure_optimizers()
+        factor = self.epoch_lr_factor()
+        if optimizer is None or factor is None:
+            return optimizer
         return {"optimizer": optimizer, "lr_scheduler": LambdaLR(optimizer, factor)}
 
     def on_train_epoch_end(self) -> None:
