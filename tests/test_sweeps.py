@@ -1,10 +1,12 @@
 """Sweeps: the Optuna presets return their metric and survive a failing trial; joblib runs jobs in parallel and
-keeps the finished ones when one fails; the SLURM launcher composes."""
+keeps the finished ones when one fails; the SLURM launcher composes. Persistent searches (genlab_optuna): a killed
+search resumes without rerunning or replaying trials, parallel workers share one study, failures are recorded."""
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -16,6 +18,10 @@ import pytest
 import yaml
 from conftest import REPO, TINY, run_cli
 from omegaconf import OmegaConf
+
+from genlab.callbacks.interrupt import Interrupted
+from genlab.checks import ConfigError
+from genlab.sweeps.study import open_storage
 
 
 def metrics_of(sweep: Path) -> dict[int, dict]:
@@ -191,9 +197,6 @@ def test_joblib_trials_share_the_study_and_a_failed_trial_is_recorded_and_counte
 
 
 def test_bad_storage_and_a_nameless_study_are_refused_naming_the_key(tmp_path):
-    from genlab.checks import ConfigError
-    from genlab.sweeps.study import open_storage
-
     with pytest.raises(ConfigError, match=r"hydra\.sweeper\.storage='study\.db'.*sqlite:///"):
         open_storage("study.db", 10, 30)
     with pytest.raises(ConfigError, match=r"hydra\.sweeper\.grace_period=0"):
@@ -201,3 +204,9 @@ def test_bad_storage_and_a_nameless_study_are_refused_naming_the_key(tmp_path):
     proc = run_cli("hparams_search=vae_optuna", "hydra.sweeper.study_name=null", *TRIAL,
                    f"hydra.sweep.dir={tmp_path / 's'}")
     assert proc.returncode != 0 and "hydra.sweeper.study_name=null is not accepted" in proc.stderr
+
+
+def test_an_interrupted_run_s_error_survives_pickling_for_parallel_launchers():
+    # joblib and submitit send a job's exception back pickled; the sweeper reads exit_code to stop the search
+    err = pickle.loads(pickle.dumps(Interrupted("stopped by SIGINT", 130)))
+    assert isinstance(err, Interrupted) and (str(err), err.exit_code) == ("stopped by SIGINT", 130)
