@@ -186,6 +186,7 @@ class VaDE(VAE):
         self.log_cluster_scores("val")
 
     def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
         self.log_cluster_scores("test")
         if self.eval_on == "all":
             self.log_dict({f"all/{k}": v for k, v in self.all_split_scores().items()})
