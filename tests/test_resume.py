@@ -98,7 +98,8 @@ def test_sigkilled_runs_resume_to_the_uninterrupted_result(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     for model in GROUP_OF:
-        assert_same_run(killed[model], sweep / f"{model}_None", model, 2 * MIN_BATCHES_PER_EPOCH, epoch=1)
+        assert_same_run(killed[model], sweep / f"{model}_None", model, 2 * MIN_BATCHES_PER_EPOCH, epoch=1,
+                        stopped_in_epoch=0)
     # The scheduler ran through the resume: two epochs of halving.
     vae = final_state(killed["vae"])
     assert vae["lr_schedulers"] and vae["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-3 / 4)
