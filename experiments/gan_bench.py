@@ -102,6 +102,7 @@ BUDGETS = {
         note="smoke test of the pipeline (1,000 samples, 2 epochs)",
     ),
 }  # fmt: skip
+BUDGETS["paper"] = BUDGETS["full"]  # the name reproduce.py's other tables use
 
 
 @dataclass(frozen=True)
@@ -483,7 +484,8 @@ def section(records: dict, rows: Sequence[Row], pictures: dict[str, str]) -> str
         "",
         "Written by `experiments/gan_bench.py` (`python experiments/reproduce.py gan2d|gan_mnist --budget "
         "cpu|full`) from `experiments/gan_results.json`. Mean ± standard error over seeds; the budget of every row "
-        "is stated in it.",
+        "is stated in it. Verdict per metric: *within 2 SE* when |genlab − published| ≤ 2 √(SE_genlab² + "
+        "SE_published²), else *better* or *worse* (more modes, more high-quality samples, lower KL are better).",
         "",
     ]
     toy = [r for r in rows if r.table in ("pacgan", "losses") and row_runs(r, records)]
@@ -707,21 +709,23 @@ def write_outputs(records: dict, rows: Sequence[Row], write_to: Path) -> None:
 def dry_run(rows: Sequence[Row], records: dict, threads: int, trainer: str | None, speed: dict | None) -> None:
     """Print each run's command, whether it is recorded, and the generator steps and time it will take."""
     seen: set[str] = set()
-    todo_steps = 0
+    todo_steps, core_s = 0, 0.0
+    rates = (speed or {}).get("steps_per_cpu_s", {})
     for row in rows:
         for seed in row.seeds:
             key = run_key(row.overrides, seed)
             state = "recorded" if key in records["runs"] else "shared" if key in seen else "to run"
             if state == "to run":
                 todo_steps += steps_of(row)
+                pack = dict(o.split("=", 1) for o in row.overrides).get("model.pack")
+                core_s += steps_of(row) / rates[pack] if pack in rates else math.nan
             seen.add(key)
             print(f"[{row.key} seed {seed}: {state}] {command_line(row, seed, threads, trainer)}")
     runs = sum(len(r.seeds) for r in rows)
     print(f"{runs} (row, seed) pairs, {len(seen)} distinct runs; {todo_steps:,} generator steps still to run")
-    if speed and todo_steps and rows[0].table != "mnist":
-        rate = speed["steps_per_cpu_s"]["1"]
-        print(f"at {rate:.1f} steps per CPU second (pack 1, `gan_bench.py speed`): ~{todo_steps / rate / 3600:.1f} "
-              "core-hours")  # fmt: skip
+    if todo_steps and not math.isnan(core_s):
+        print(f"~{core_s / 3600:.1f} core-hours of training at the CPU-second rates of `gan_bench.py speed` "
+              f"(one thread per run; {speed['date']})")  # fmt: skip
 
 
 def steps_of(row: Row) -> int:
