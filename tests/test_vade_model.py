@@ -144,6 +144,6 @@ def test_eval_on_all_scores_every_image_of_the_three_splits(tmp_path) -> None:
     with torch.no_grad():
         expected = clustering_scores(model.cluster(x).numpy(), y.numpy())
     for key in ("acc", "nmi", "ari"):
-        assert test[f"all/{key}"] == pytest.approx(expected[key], abs=1e-6), key
+        assert test[f"test/all_{key}"] == pytest.approx(expected[key], abs=1e-6), key
     with pytest.raises(ConfigError, match="eval_on"):
         build(VaDE, eval_on="train")

@@ -33,7 +33,7 @@ from genlab.models.lr_schedules import constant
 from genlab.models.vae import VAE
 
 # Where the clustering scores come from at test time: the test split (test/acc ...), or also every image of the
-# train, val and test splits (all/acc ...: the VaDE paper's 94.46% is on all 70,000 MNIST images).
+# train, val and test splits (test/all_acc ...: the VaDE paper's 94.46% is on all 70,000 MNIST images).
 EVAL_ON = ("test", "all")
 
 
@@ -189,7 +189,7 @@ class VaDE(VAE):
         super().on_test_epoch_end()
         self.log_cluster_scores("test")
         if self.eval_on == "all":
-            self.log_dict({f"all/{k}": v for k, v in self.all_split_scores().items()})
+            self.log_dict({f"test/all_{k}": v for k, v in self.all_split_scores().items()})
 
     def all_split_scores(self, batch_size: int = 1024) -> dict[str, Tensor]:
         """``acc``/``nmi``/``ari`` of argmax_c gamma_c over every image of the train, val and test splits together."""
