@@ -10,13 +10,15 @@ Each run checkpoints every epoch: the same command again resumes an unfinished r
 reuses a finished one's metrics. The command, budget, seed, wall time, machine and load are kept in the
 table's JSON records; the section (rows beside the paper, and learning-curve PNGs) is rebuilt from them all.
 
-Adding a table (e.g. ``gan2d``): write its ``Table`` (runs, budgets, a row formatter) and add it to ``TABLES``.
+Adding a table: write its ``Table`` (runs, budgets, a row formatter) and add it to ``TABLES``; or, for a family
+with its own script (gan2d, gan_mnist: experiments/gan_bench.py), one line in ``DELEGATED``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import platform
@@ -30,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"
@@ -254,6 +257,18 @@ VADE_TABLE = Table(
 )
 
 TABLES = {table.name: table for table in (VAE_TABLE, VADE_TABLE)}
+# Subcommands run by another script in experiments/: it defines add_arguments(parser, name) and dispatch(args)
+# (args.what is the subcommand's name). A new family either adds a Table above or a line here.
+DELEGATED = {"gan2d": "gan_bench.py", "gan_mnist": "gan_bench.py"}
+
+
+def delegate(script: str) -> Any:
+    """The module of ``experiments/<script>``, loaded by path (experiments/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(Path(script).stem, EXPERIMENTS / script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 # -- running ------------------------------------------------------------------------------------------------
@@ -473,10 +488,22 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--smoke", action="store_true", help="2 tiny epochs a run: checks the commands end to end")
         p.add_argument("--write-only", action="store_true", help="rebuild the section from the records, run nothing")
         p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    for name, script in DELEGATED.items():
+        # the script is loaded only when its subcommand is chosen, so one table's breakage cannot stop another
+        sub.add_parser(name, help=f"experiments/{script} {name} (its own options)", add_help=False)
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        module = delegate(DELEGATED[argv[0]])
+        own = argparse.ArgumentParser(prog=f"reproduce.py {argv[0]}")
+        module.add_arguments(own, argv[0])
+        args = own.parse_args(argv[1:])
+        args.what = argv[0]
+        module.dispatch(args)
+        return
     args = parser().parse_args(argv)
     table = TABLES[args.table]
     chosen = args.only.split(",")

@@ -98,3 +98,16 @@ def test_vade_section_has_a_row_per_seed_and_mean_std_best_over_seeds(tmp_path: 
     assert "acc 85.00 ± 5.00%, best 90.00%" in rows[3] and "NMI 0.75 ± 0.05" in rows[3]
     assert "10.0 min wall (15.0 CPU-min; load average 2.0 -> 3.0)" in rows[0]
     assert (tmp_path / "curves" / "vade_cpu.png").is_file() and "](curves/vade_cpu.png)" in text
+
+
+def test_a_delegated_subcommand_gets_its_own_options_and_is_dispatched(tmp_path, monkeypatch, capsys) -> None:
+    (tmp_path / "fake_bench.py").write_text(
+        "def add_arguments(parser, name):\n    parser.add_argument('--budget', default='cpu')\n"
+        "def dispatch(args):\n    print('dispatched', args.what, args.budget)\n"
+    )
+    monkeypatch.setattr(reproduce, "EXPERIMENTS", tmp_path)
+    monkeypatch.setattr(reproduce, "DELEGATED", {"toy": "fake_bench.py"})
+    reproduce.main(["toy", "--budget", "paper"])
+    assert capsys.readouterr().out.strip() == "dispatched toy paper"
+    with pytest.raises(SystemExit):
+        reproduce.main(["toy", "--unknown"])
