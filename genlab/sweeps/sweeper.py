@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import warnings
 from typing import Any
 
 import optuna
@@ -79,7 +80,9 @@ class PersistentSweeperImpl(OptunaSweeperImpl):
             raise ConfigError(f"hydra.sweeper.direction={directions} is not accepted: study {study.study_name!r} "
                               f"in {self.storage} was created with {stored}; use another study_name")
         if storage is not None:
-            optuna.storages.fail_stale_trials(study)  # trials of workers that died
+            with warnings.catch_warnings():  # experimental in optuna 2.10, stable API from 3.0
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # trials of workers that died
         return study, storage
 
     def sweep(self, arguments: list[str]) -> None:
@@ -93,18 +96,18 @@ class PersistentSweeperImpl(OptunaSweeperImpl):
         first_batch = True
         while (to_go := self.n_trials - trials_done(study)) > 0:
             trials = [study.ask() for _ in range(min(to_go, self.n_jobs))]
-            if first_batch and trials[0].number > 0:
-                # A rerun or a second worker: the configured sampler seed would replay the first trials' values.
-                self.sampler.reseed_rng()
-            first_batch = False
-            overrides = [
-                (*job, f"hydra.sweep.subdir={trial.number}")
-                for job, trial in zip(self._configure_trials(trials, distributions, fixed), trials)
-            ]
-            for trial in trials:
-                log.info("Trial %d: %s", trial.number, trial.params)
             try:
                 with heartbeats(storage, study, trials):
+                    if first_batch and trials[0].number > 0:
+                        # A rerun or a second worker: the configured seed would replay the first trials' values.
+                        self.sampler.reseed_rng()
+                    first_batch = False
+                    overrides = [
+                        (*job, f"hydra.sweep.subdir={trial.number}")
+                        for job, trial in zip(self._configure_trials(trials, distributions, fixed), trials)
+                    ]
+                    for trial in trials:
+                        log.info("Trial %d: %s", trial.number, trial.params)
                     returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
             except BaseException as err:  # Ctrl+C between runs, SIGTERM turned into SystemExit, a launcher crash
                 fail_interrupted(study, trials, f"{type(err).__name__}: {err}")
