@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from genlab.callbacks.interrupt import Interrupted
 from genlab.checks import ConfigError
-from genlab.sweeps.study import open_storage
+from genlab.sweeps.study import display_url, open_storage
 
 
 def metrics_of(sweep: Path) -> dict[int, dict]:
@@ -201,6 +201,8 @@ def test_bad_storage_and_a_nameless_study_are_refused_naming_the_key(tmp_path):
         open_storage("study.db", 10, 30)
     with pytest.raises(ConfigError, match=r"hydra\.sweeper\.grace_period=0"):
         open_storage(f"sqlite:///{tmp_path}/s.db", 10, 0)
+    # the storage URL is logged and written to optimization_results.yaml: never with its password
+    assert display_url("postgresql://optuna:s3cret@dbhost/studies") == "postgresql://optuna:***@dbhost/studies"
     proc = run_cli("hparams_search=vae_optuna", "hydra.sweeper.study_name=null", *TRIAL,
                    f"hydra.sweep.dir={tmp_path / 's'}")
     assert proc.returncode != 0 and "hydra.sweeper.study_name=null is not accepted" in proc.stderr

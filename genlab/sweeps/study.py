@@ -1,7 +1,7 @@
 """The study side of a persistent search: open its storage, count what is done, keep its trials' heartbeats.
 
 A trial ends in one of three ways and only the first two count towards ``n_trials``:
-COMPLETE (or PRUNED); FAIL with a ``error`` user attribute (the run raised: bad values, a diverged loss);
+COMPLETE (or PRUNED); FAIL with an ``error`` user attribute (the run raised: bad values, a diverged loss);
 FAIL without it (the run was interrupted: Ctrl+C/SIGTERM, or its worker died and the heartbeat went stale),
 which a rerun replaces by a new trial. RUNNING trials of live workers count too, so that parallel workers
 stop together at ``n_trials``.
@@ -29,6 +29,16 @@ log = logging.getLogger(__name__)
 ERROR_ATTR = "error"  # user attribute of a trial whose run raised: the exception, one line
 INTERRUPTED_ATTR = "interrupted"  # user attribute of a trial stopped by a signal: its message
 STORAGE_ATTEMPTS = 5
+
+
+def display_url(url: str | None) -> str:
+    """``url`` with any password masked (``postgresql://user:***@host/db``), for logs and result files."""
+    if url is None:
+        return "memory"
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL: open_storage reports it
+        return str(url)
 
 
 def open_storage(url: str | None, heartbeat_interval: int, grace_period: int) -> optuna.storages.RDBStorage | None:

@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 from genlab.callbacks.interrupt import Interrupted
 from genlab.checks import ConfigError
 from genlab.sweeps.study import (
+    display_url,
     fail_interrupted,
     fail_with_error,
     heartbeats,
@@ -78,7 +79,7 @@ class PersistentSweeperImpl(OptunaSweeperImpl):
         stored = [d.name.lower() for d in study.directions]
         if stored != [d.lower() for d in directions]:
             raise ConfigError(f"hydra.sweeper.direction={directions} is not accepted: study {study.study_name!r} "
-                              f"in {self.storage} was created with {stored}; use another study_name")
+                              f"in {display_url(self.storage)} was created with {stored}; use another study_name")
         if storage is not None:
             with warnings.catch_warnings():  # experimental in optuna 2.10, stable API from 3.0
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -91,7 +92,7 @@ class PersistentSweeperImpl(OptunaSweeperImpl):
         study, storage = self._open_study()
         n_objectives = len(study.directions)
         done = trials_done(study)
-        log.info("Study %s in %s: %d of %d trials done %s", study.study_name, self.storage or "memory", done,
+        log.info("Study %s in %s: %d of %d trials done %s", study.study_name, display_url(self.storage), done,
                  self.n_trials, state_counts(study))
         first_batch = True
         while (to_go := self.n_trials - trials_done(study)) > 0:
@@ -145,7 +146,8 @@ class PersistentSweeperImpl(OptunaSweeperImpl):
         if not complete:
             log.warning("Study %s has no complete trial: no optimization_results.yaml", study.study_name)
             return
-        results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name, "storage": self.storage}
+        results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name,
+                                   "storage": display_url(self.storage)}
         if len(study.directions) == 1:
             best = study.best_trial
             results.update(best_trial=best.number, best_params=best.params, best_value=best.value)
