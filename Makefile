@@ -9,11 +9,13 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build. TORCH is passed to pip unquoted, so it
+# may carry pip options: a CUDA build is `rm -rf .venv && make install TORCH='torch==2.13.0 --index-url
+# https://download.pytorch.org/whl/cu128'` (the cuXYZ your driver supports; README, Hardware).
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 

@@ -102,6 +102,7 @@ BUDGETS = {
         note="smoke test of the pipeline (1,000 samples, 2 epochs)",
     ),
 }  # fmt: skip
+BUDGETS["paper"] = BUDGETS["full"]  # the name reproduce.py's other tables use
 
 
 @dataclass(frozen=True)
@@ -406,10 +407,17 @@ PROTOCOL = (
 )
 
 
-def pacgan_table(d: str, rows: Sequence[Row], records: dict, picture: str | None) -> list[str]:
-    k = {"ring": 8, "grid": 25}[d]
+TOY_HEADINGS = {"pacgan": "PacGAN Table 1, {d} ({k} modes)", "losses": "The five losses, {d} ({k} modes)"}
+
+
+def published_cell(published: tuple[tuple[float, float], ...]) -> str:
+    return " / ".join(fmt(m, s, 2 if i == 2 else 1) for i, (m, s) in enumerate(published))
+
+
+def toy_table(table: str, d: str, rows: Sequence[Row], records: dict, picture: str | None) -> list[str]:
+    """One 2-D table: mean ± SE of modes / high quality % / reverse KL per row, against PacGAN Table 1 where it has one."""
     lines = [
-        f"#### PacGAN Table 1, {d} ({k} modes)",
+        "#### " + TOY_HEADINGS[table].format(d=d, k={"ring": 8, "grid": 25}[d]),
         "",
         "| method | modes | high quality % | reverse KL | published (PacGAN Table 1) | verdict (modes / hq / KL) "
         "| seeds | budget and cost | command (seed 0) |",
@@ -417,48 +425,19 @@ def pacgan_table(d: str, rows: Sequence[Row], records: dict, picture: str | None
     ]
     for row in rows:
         runs = row_runs(row, records)
-        if not runs:
-            continue
         agg = aggregate(runs, MODE_KEYS, {"hq": 100.0})
         pub = row.published
-        verdicts = " / ".join(
+        verdicts = "–" if pub is None else " / ".join(
             verdict(agg[key], pub[i], higher) for i, (key, higher) in enumerate(zip(MODE_KEYS, (True, True, False)))
-        )
-        published = " / ".join(fmt(m, s, 2 if i == 2 else 1) for i, (m, s) in enumerate(pub))
+        )  # fmt: skip
+        published = "–" if pub is None else ("GAN row: " if table == "losses" else "") + published_cell(pub)
         lines.append(
             f"| {row.name} | **{fmt(*agg['modes'])}** | **{fmt(*agg['hq'])}** | **{fmt(*agg['mode_kl'], 2)}** | "
             f"{published} | {verdicts} | {', '.join(str(r['seed']) for r in runs)} | {cost_cell(runs)} | "
             f"`{runs[0]['command']}` |"
         )
     if picture:
-        lines += ["", f"Learning curves (mean ± SE over seeds at every validation): ![{d} curves]({picture})"]
-    return lines + [""]
-
-
-def losses_table(d: str, rows: Sequence[Row], records: dict, picture: str | None) -> list[str]:
-    lines = [
-        f"#### The five losses, {d}",
-        "",
-        "| loss | modes | high quality % | reverse KL | published | seeds | budget and cost | command (seed 0) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        runs = row_runs(row, records)
-        if not runs:
-            continue
-        agg = aggregate(runs, MODE_KEYS, {"hq": 100.0})
-        pub = (
-            "–"
-            if row.published is None
-            else "PacGAN's GAN row: "
-            + " / ".join(fmt(m, s, 2 if i == 2 else 1) for i, (m, s) in enumerate(row.published))
-        )
-        lines.append(
-            f"| {row.name} | **{fmt(*agg['modes'])}** | **{fmt(*agg['hq'])}** | **{fmt(*agg['mode_kl'], 2)}** | "
-            f"{pub} | {', '.join(str(r['seed']) for r in runs)} | {cost_cell(runs)} | `{runs[0]['command']}` |"
-        )
-    if picture:
-        lines += ["", f"Learning curves: ![{d} losses curves]({picture})"]
+        lines += ["", f"Learning curves (mean ± SE over seeds at every validation): ![{table} {d} curves]({picture})"]
     return lines + [""]
 
 
@@ -505,7 +484,8 @@ def section(records: dict, rows: Sequence[Row], pictures: dict[str, str]) -> str
         "",
         "Written by `experiments/gan_bench.py` (`python experiments/reproduce.py gan2d|gan_mnist --budget "
         "cpu|full`) from `experiments/gan_results.json`. Mean ± standard error over seeds; the budget of every row "
-        "is stated in it.",
+        "is stated in it. Verdict per metric: *within 2 SE* when |genlab − published| ≤ 2 √(SE_genlab² + "
+        "SE_published²), else *better* or *worse* (more modes, more high-quality samples, lower KL are better).",
         "",
     ]
     toy = [r for r in rows if r.table in ("pacgan", "losses") and row_runs(r, records)]
@@ -523,21 +503,18 @@ def section(records: dict, rows: Sequence[Row], pictures: dict[str, str]) -> str
             "|---|---|---|",
             *(
                 f"| {'GAN' if m == 1 else f'PacGAN{m}'} | "
-                + " | ".join(
-                    " / ".join(fmt(v, e, 2 if i == 2 else 1) for i, (v, e) in enumerate(PACGAN_TABLE1[(d, m)]))
-                    for d in TOY_DATA
-                )
+                + " | ".join(published_cell(PACGAN_TABLE1[(d, m)]) for d in TOY_DATA)
                 + " |"
                 for m in PACKS
             ),
             "",
         ]
     else:
-        for table, render in (("pacgan", pacgan_table), ("losses", losses_table)):
+        for table in ("pacgan", "losses"):
             for d in TOY_DATA:
                 chosen = [r for r in toy if r.table == table and r.data == d]
                 if chosen:
-                    lines += render(d, chosen, records, pictures.get(f"{table}_{d}"))
+                    lines += toy_table(table, d, chosen, records, pictures.get(f"{table}_{d}"))
     mnist = [r for r in rows if r.table == "mnist" and row_runs(r, records)]
     for row in mnist:
         lines += mnist_table(row, records, pictures.get("mnist"), pictures.get("mnist_grid"))
@@ -578,10 +555,12 @@ def short_budget_section(records: dict) -> list[str]:
         "",
         "15 epochs of 20,000 samples (about 1,170 generator steps) on VEEGAN's toys (ring of radius 2, std 0.02; "
         "grid spacing 2, std 0.05) with MLP 3x128 nets, Adam lr 1e-3; under 1 % of the papers' budget, so these "
-        "measure early training only. Mean ± SE over 3 seeds, final validation epoch.",
+        "measure early training only. Mean ± SE over 3 seeds, final validation epoch. Published on these toys "
+        "(VEEGAN Table 1, its own nets and budget; modes / high-quality %): ring GAN 1 / 99.3, Unrolled GAN "
+        "7.6 / 35.6, VEEGAN 8 / 52.9; grid GAN 3.3 / 0.5, Unrolled GAN 23.6 / 16, VEEGAN 24.6 / 40.",
         "",
     ]
-    for data, rec in sorted(records.get("modes", {}).items()):
+    for data, rec in sorted(records.get("modes", {}).items(), key=lambda item: item[0] != "ring8"):
         lines += [
             f"VEEGAN-style {data} (`experiment=gan_{data}`), {rec['epochs']} epochs, {rec['runs']} runs, "
             f"{rec['wall_s'] / 60:.1f} min wall, load {rec['load']} ({rec['date']}): `{rec['command']}`",
@@ -596,6 +575,8 @@ def short_budget_section(records: dict) -> list[str]:
                 hq = (hq[0] * 100, None if hq[1] is None else hq[1] * 100)
                 lines.append(f"| {loss} | {fmt(*modes)} | {fmt(*hq)} | {fmt(*kl, 2)} | {len(v['val/modes'])} |")
         lines.append("")
+        if rec.get("picture"):
+            lines += [f"Non-saturating loss, seed 0, last epoch: ![{data} modes]({rec['picture']})", ""]
     if "mnist" in records:
         r = records["mnist"]
         m = r["metrics"]
@@ -603,6 +584,8 @@ def short_budget_section(records: dict) -> list[str]:
             f"MNIST, {r['epochs'] * r['batches_per_epoch']} generator steps, {r['wall_s'] / 60:.1f} min, load "
             f"{r['load']} ({r['date']}): FD {m['val/fd']:.2f}, precision {m['val/precision']:.3f}, recall "
             f"{m['val/recall']:.3f}, classes {m['val/classes']:.0f}; `{r['command']}`",
+            "",
+            "Its fixed-noise samples after the last epoch: ![MNIST GAN samples, 2,000 steps](gan_mnist_samples.png)",
             "",
         ]
     return lines
@@ -718,29 +701,31 @@ def write_outputs(records: dict, rows: Sequence[Row], write_to: Path) -> None:
         pictures["mnist"] = "gan_mnist_curves.png"
         first = row_runs(mnist[0], records)[0]
         if first.get("picture") and Path(first["picture"]).is_file():
-            shutil.copyfile(first["picture"], write_to / "gan_mnist_samples.png")
-            pictures["mnist_grid"] = "gan_mnist_samples.png"
+            shutil.copyfile(first["picture"], write_to / "gan_mnist_final_samples.png")
+            pictures["mnist_grid"] = "gan_mnist_final_samples.png"
     replace_section(section(records, rows, pictures), write_to / "RESULTS.md")
 
 
 def dry_run(rows: Sequence[Row], records: dict, threads: int, trainer: str | None, speed: dict | None) -> None:
     """Print each run's command, whether it is recorded, and the generator steps and time it will take."""
     seen: set[str] = set()
-    todo_steps = 0
+    todo_steps, core_s = 0, 0.0
+    rates = (speed or {}).get("steps_per_cpu_s", {})
     for row in rows:
         for seed in row.seeds:
             key = run_key(row.overrides, seed)
             state = "recorded" if key in records["runs"] else "shared" if key in seen else "to run"
             if state == "to run":
                 todo_steps += steps_of(row)
+                pack = dict(o.split("=", 1) for o in row.overrides).get("model.pack")
+                core_s += steps_of(row) / rates[pack] if pack in rates else math.nan
             seen.add(key)
             print(f"[{row.key} seed {seed}: {state}] {command_line(row, seed, threads, trainer)}")
     runs = sum(len(r.seeds) for r in rows)
     print(f"{runs} (row, seed) pairs, {len(seen)} distinct runs; {todo_steps:,} generator steps still to run")
-    if speed and todo_steps and rows[0].table != "mnist":
-        rate = speed["steps_per_cpu_s"]["1"]
-        print(f"at {rate:.1f} steps per CPU second (pack 1, `gan_bench.py speed`): ~{todo_steps / rate / 3600:.1f} "
-              "core-hours")  # fmt: skip
+    if todo_steps and not math.isnan(core_s):
+        print(f"~{core_s / 3600:.1f} core-hours of training at the CPU-second rates of `gan_bench.py speed` "
+              f"(one thread per run; {speed['date']})")  # fmt: skip
 
 
 def steps_of(row: Row) -> int:
@@ -780,7 +765,7 @@ def run_and_write(rows: Sequence[Row], args: argparse.Namespace) -> None:
     path = args.write_to / "gan_results.json"
 
     def save() -> None:
-        path.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
+        path.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
 
     run_rows(rows, records, save, args.out, args.threads, args.jobs, args.trainer, args.rerun)
     write_outputs(records, recorded_rows(records), args.write_to)
@@ -824,7 +809,7 @@ def dispatch(args: argparse.Namespace) -> None:
             "machine": cpu_name() + f", {torch.get_num_threads()} thread", "load_before": f"{load_before:.1f}",
             "load_after": f"{os.getloadavg()[0]:.1f}", "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         }  # fmt: skip
-        (args.write_to / "gan_results.json").write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
+        (args.write_to / "gan_results.json").write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
         print(speed_line(records["speed"]))
     else:
         records = load_records(args.write_to)

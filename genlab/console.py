@@ -18,6 +18,7 @@ DROPPED_NOTICES: dict[str, tuple[str, ...]] = {
         "💡 Tip: For seamless cloud logging",  # an advertisement for another logger
         "GPU available: False, used: False",  # nothing to choose; "GPU available: True, used: False" still shows
         "TPU available: False, using: 0 TPU cores",
+        "`Trainer.fit` stopped: `max_epochs=",  # the normal end (a max_steps or max_time stop still shows)
     ),
 }
 # Lightning 2.6 builds torch pytree LeafSpecs, which torch 2.13 deprecates: nothing a genlab user can change.

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY, run_cli, write_tiny_mnist
 
 BAD_INPUTS = [
@@ -42,6 +43,9 @@ BAD_INPUTS = [
     ("checkpoint of other sizes", ["model=ae", "model.latent_dim=3", "ckpt_path={ae_ckpt}"],
      ["has shape", "(2, 128)", "(3, 128)", ".hydra/config.yaml"]),
 ]
+if not torch.cuda.is_available():  # this machine: a CPU build of torch, no GPU
+    BAD_INPUTS.append(("trainer=gpu without CUDA", ["trainer=gpu"],
+                       ["trainer=gpu needs a CUDA GPU", "has no CUDA support", "make install TORCH=", "trainer=cpu"]))
 # Hydra's own composition errors exit with 1, genlab's checks with 2.
 HYDRA_ERRORS = {"unknown group option", "misspelt key"}
 

@@ -89,14 +89,29 @@ def test_runs_from_several_folders_differing_in_groups_and_strings(tmp_path, cap
              {"val/loss": float("nan"), "val/elbo": -2.0})
     runs = find_runs([tmp_path / "a", tmp_path / "b"])
     assert [r.path.name for r in runs] == ["run", "2", "10"]  # numbered jobs in numeric order
-    assert differing_keys(runs) == ["model", "model.hidden"]  # group choice and a list; paths and equal keys dropped
+    # the group choice; model.hidden differs only with it (one run per option); paths and equal keys dropped
+    assert differing_keys(runs) == ["model"]
     header, rows = build_table(runs, sort="val/loss")
-    assert header == ["run", "model", "model.hidden", "val/elbo", "val/loss"]
+    assert header == ["run", "model", "val/elbo", "val/loss"]
     assert [r[0] for r in rows] == ["b/multiruns/s/10", "a/run", "b/multiruns/s/2"]  # NaN last
     header, rows = build_table(runs, sort="val/elbo", descending=True)
     assert [r[1] for r in rows] == ["vade", "vae", "iwae"]  # missing last in either direction
     assert compare_main([str(tmp_path), "--plot", "val/loss", "--out", str(tmp_path / "bar.png")]) == 0
     assert "bar plot" in capsys.readouterr().out
+
+
+def test_keys_below_a_group_choice_show_only_when_they_vary_within_an_option(tmp_path):
+    ae = {"_target_": "AE", "latent_dim": 2, "hidden": [8]}
+    vae = {"_target_": "VAE", "latent_dim": 2, "hidden": [8], "beta": 1.0}
+    fake_run(tmp_path / "0", {"model": ae}, {"model": "ae"}, {"val/loss": 1.0})
+    fake_run(tmp_path / "1", {"model": {**ae, "latent_dim": 3}}, {"model": "ae"}, {"val/loss": 1.0})
+    fake_run(tmp_path / "2", {"model": vae}, {"model": "vae"}, {"val/loss": 1.0})
+    # model._target_ and model.beta come with the option; latent_dim was varied among the ae runs
+    assert differing_keys(find_runs([tmp_path])) == ["model", "model.latent_dim"]
+    # without group choices recorded every differing key shows
+    for run in ("0", "1", "2"):
+        (tmp_path / run / ".hydra" / "hydra.yaml").unlink()
+    assert differing_keys(find_runs([tmp_path])) == ["model._target_", "model.beta", "model.latent_dim"]
 
 
 @pytest.mark.parametrize(

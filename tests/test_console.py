@@ -23,6 +23,7 @@ NOISE = [
     "Seed set to",
     "TPU available: False",
     "Run history:",  # W&B's end-of-run summary (quiet=True)
+    "`Trainer.fit` stopped: `max_epochs=2` reached",
 ]
 MAX_LINES = 40
 

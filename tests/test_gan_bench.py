@@ -126,7 +126,7 @@ def test_section_rows_carry_statistics_budget_cost_command_and_curve(tmp_path: P
     assert "`OMP_NUM_THREADS=1 python -m genlab experiment=pacgan_ring model.pack=1" in line
     pac_line = next(ln for ln in text.splitlines() if ln.startswith("| PacGAN2 |"))
     assert "**8.0 ± 0.0** | **95.5 ± 0.5** | **0.07 ± 0.01**" in pac_line
-    assert "![ring curves](gan2d_pacgan_ring.png)" in text and (tmp_path / "gan2d_pacgan_ring.png").stat().st_size > 0
+    assert "![pacgan ring curves](gan2d_pacgan_ring.png)" in text and (tmp_path / "gan2d_pacgan_ring.png").stat().st_size > 0
     assert "fjxmlzn/PacGAN" in text and "pacgan_task.py" in text
 
 

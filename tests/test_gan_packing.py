@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from test_gan_model import trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -35,29 +36,15 @@ def gan(pack: int = 1, loss=None, hidden=(16, 16), g_batch_norm: bool = False, *
     )
 
 
-def trainer(tmp_path: Path, **kwargs) -> L.Trainer:
-    opts = dict(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-        num_sanity_val_steps=0,
-    )
-    return L.Trainer(**{**opts, **kwargs})
-
-
 # -- shapes -------------------------------------------------------------------------------------------
 def test_pack_samples_concatenates_consecutive_samples() -> None:
     x = torch.arange(12.0).view(6, 2)
     packed = pack_samples(x, 3)
     assert packed.shape == (2, 6)
     torch.testing.assert_close(packed[1], torch.cat([x[3], x[4], x[5]]))
-    # A partial last batch drops its remainder; fewer samples than one pack is an error naming model.pack.
+    # A partial last batch drops its remainder; fewer samples than one pack repeat to fill it.
     assert torch.equal(pack_samples(x[:5], 2), x[:4].reshape(2, 4))
-    with pytest.raises(ValueError, match="model.pack=4"):
-        pack_samples(x[:3], 4)
+    assert torch.equal(pack_samples(x[:3], 4), torch.cat([x[0], x[1], x[2], x[0]])[None])
     assert pack_samples(x, 1) is x
     # Images stack as channels: row 0 holds image 0 in channel 0 and image 1 in channel 1.
     images = torch.randn(4, 1, 8, 8)
@@ -233,3 +220,13 @@ def test_conv_gan_trains_packed_on_digits(tmp_path: Path) -> None:
     t = trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
     t.fit(model, datamodule=dm)
     assert torch.isfinite(t.callback_metrics["train/penalty"]) and torch.isfinite(t.callback_metrics["val/loss"])
+
+
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step`")
+def test_a_last_batch_shorter_than_one_pack_still_trains(tmp_path: Path) -> None:
+    x = torch.randn(25, 2)  # batches of 24 and 1 with pack 3
+    loader = DataLoader(TensorDataset(x, torch.zeros(25, dtype=torch.long)), batch_size=24)
+    model = gan(3)
+    t = trainer(tmp_path, max_epochs=1, limit_val_batches=0)
+    t.fit(model, train_dataloaders=loader)
+    assert {int(s["step"]) for s in t.optimizers[1].state.values()} == {2}

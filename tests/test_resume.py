@@ -25,6 +25,7 @@ from genlab.checkpoints import (
     set_rng_states,
 )
 from genlab.data.tensor_loader import InMemoryLoader
+from genlab.loggers.csv_history import merge_rows, row_key
 
 TESTS = Path(__file__).resolve().parent
 STEPS_PER_BATCH = {"ae": 1, "gan": 2, "vae": 1}  # global_step counts optimizer steps: the GAN takes a D and a G step
@@ -98,7 +99,8 @@ def test_sigkilled_runs_resume_to_the_uninterrupted_result(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     for model in GROUP_OF:
-        assert_same_run(killed[model], sweep / f"{model}_None", model, 2 * MIN_BATCHES_PER_EPOCH, epoch=1)
+        assert_same_run(killed[model], sweep / f"{model}_None", model, 2 * MIN_BATCHES_PER_EPOCH, epoch=1,
+                        stopped_in_epoch=0)
     # The scheduler ran through the resume: two epochs of halving.
     vae = final_state(killed["vae"])
     assert vae["lr_schedulers"] and vae["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-3 / 4)
@@ -241,3 +243,14 @@ def test_set_epoch_keeps_a_loaded_position_of_that_epoch_only():
     assert [b[0].tolist() for b in loader] == _epoch_batches(2)
     with pytest.raises(ValueError, match="epoch=-1"):
         loader.set_epoch(-1)
+
+
+def test_resumed_csv_keeps_earlier_rows_but_not_redone_or_test_rows():
+    history = [  # as read back from metrics.csv: strings, "" for a missing value
+        {"epoch": "0", "step": "7", "train/loss_epoch": "2.5", "val/loss": "", "test/loss": ""},
+        {"epoch": "0", "step": "9", "train/loss_epoch": "", "val/loss": "1.5", "test/loss": ""},  # logged after the
+        {"epoch": "1", "step": "10", "train/loss_epoch": "", "val/loss": "", "test/loss": "1.4"},  # checkpoint
+    ]
+    logged = [{"epoch": 0, "step": 9, "val/loss": 1.5}, {"epoch": 1, "step": 19, "val/loss": 0.9}]
+    assert merge_rows(history, logged) == [history[0], *logged]
+    assert row_key(history[1]) == row_key(logged[0]) == (0, 9, frozenset({"val/loss"}))

@@ -72,7 +72,8 @@ def grid_figure(x: Tensor, title: str, nrow: int | None = None) -> Figure:
 
 
 class PictureCallback(L.Callback):
-    """Runs the subclass's ``draw(trainer, pl_module)`` on rank zero at the end of every ``every_n_epochs``-th validation epoch."""
+    """Runs the subclass's ``draw(trainer, pl_module)`` on rank zero at the end of every ``every_n_epochs``-th
+    validation epoch and of the last epoch (``trainer.max_epochs``), so a run always ends with its pictures."""
 
     def __init__(self, dirpath: str, every_n_epochs: int = 1) -> None:
         super().__init__()
@@ -96,7 +97,8 @@ class PictureCallback(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        if trainer.current_epoch % self.every_n_epochs:
+        last = trainer.max_epochs is not None and trainer.current_epoch == trainer.max_epochs - 1
+        if trainer.current_epoch % self.every_n_epochs and not last:
             return
         was_training = pl_module.training
         pl_module.eval()

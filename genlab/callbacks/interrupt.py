@@ -36,6 +36,10 @@ class Interrupted(Exception):
         super().__init__(message)
         self.exit_code = exit_code
 
+    def __reduce__(self) -> tuple[type, tuple[str, int]]:
+        # A joblib/submitit job returns its exception pickled: keep exit_code (the default drops it and fails).
+        return (type(self), (str(self), self.exit_code))
+
 
 def resume_command(run_dir: Path) -> str:
     """The command that resumes this Hydra run: its own overrides plus ``ckpt_path=last`` and its run folder.

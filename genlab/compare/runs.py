@@ -30,6 +30,7 @@ class Run:
     path: Path
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    groups: tuple[str, ...] = ()  # the config keys that are group choices (model, data, ...)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -57,10 +58,10 @@ def read_run(folder: Path) -> Run:
     config = flatten(_read_yaml(folder / ".hydra" / "config.yaml") or {})
     hydra_cfg = _read_yaml(folder / ".hydra" / "hydra.yaml") or {}
     choices = (hydra_cfg.get("hydra") or {}).get("runtime", {}).get("choices", {}) or {}
-    for group, option in choices.items():
-        if not group.startswith("hydra/"):
-            config[group] = option  # the option chosen for a config group, e.g. model=vae
-    return Run(folder, config, metrics)
+    groups = tuple(g for g in choices if not g.startswith("hydra/"))
+    for group in groups:
+        config[group] = choices[group]  # the option chosen for a config group, e.g. model=vae
+    return Run(folder, config, metrics, groups)
 
 
 def find_runs(dirs: Iterable[str | Path]) -> list[Run]:
@@ -80,12 +81,30 @@ def _natural_key(text: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
+def _varies(runs: Sequence[Run], key: str) -> bool:
+    return len({json.dumps(run.config.get(key), sort_keys=True, default=str) for run in runs}) > 1
+
+
+def _explained_by_choice(runs: Sequence[Run], key: str, group: str) -> bool:
+    # model.beta differs between model=ae and model=vae runs only because the group option differs.
+    by_option: dict[str, list[Run]] = {}
+    for run in runs:
+        by_option.setdefault(json.dumps(run.config.get(group), default=str), []).append(run)
+    return all(not _varies(members, key) for members in by_option.values())
+
+
 def differing_keys(runs: Sequence[Run]) -> list[str]:
-    """Config keys whose values are not the same in every run (absent counts as a value), paths excluded."""
-    keys = sorted({k for run in runs for k in run.config if not PATH_LIKE.search(k)})
+    """Config keys whose values are not the same in every run (absent counts as a value), paths excluded, and
+    keys below a differing group choice left out when runs with the same option agree on them (the option
+    explains them: ``model=ae,vae`` shows ``model``, not the VAE's extra keys)."""
     if len(runs) < 2:
         return []
-    return [k for k in keys if len({json.dumps(run.config.get(k), sort_keys=True, default=str) for run in runs}) > 1]
+    keys = [k for k in sorted({k for run in runs for k in run.config if not PATH_LIKE.search(k)}) if _varies(runs, k)]
+    groups = {g for run in runs for g in run.groups if g in keys}
+    return [
+        k for k in keys
+        if not any(k.startswith(g.replace("/", ".") + ".") and _explained_by_choice(runs, k, g) for g in groups)
+    ]
 
 
 def metric_names(runs: Sequence[Run]) -> list[str]:

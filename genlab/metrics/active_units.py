@@ -9,6 +9,11 @@ from torchmetrics import Metric
 from genlab.checks import positive
 
 
+def count_active_units(means: Tensor, threshold: float = 0.01) -> Tensor:
+    """Number of dims u with Var_n means[n, u] > threshold (population variance over the N rows of (N, J))."""
+    return (means.detach().double().var(0, correction=0) > threshold).sum().float()
+
+
 class ActiveUnits(Metric):
     """Counts the latent dimensions whose encoder mean E_q[z_u|x] varies over the data by more than ``threshold``.
 

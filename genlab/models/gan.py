@@ -22,6 +22,7 @@ swiss roll, or with ``sample_metrics: false``) it is the held-out discriminator 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,13 +61,14 @@ def pack_samples(x: Tensor, pack: int) -> Tensor:
 
     The concatenation is along the first sample axis: feature vectors side by side, images stacked as channels
     (as PacGAN packs images). A batch whose size is not a multiple of ``pack`` (a loader's last, partial batch)
-    loses its last B mod pack samples.
+    loses its last B mod pack samples; a batch of fewer than ``pack`` samples fills its one pack by repeating
+    itself, so that no epoch stops on a short last batch.
     """
     if pack == 1:
         return x
+    if x.shape[0] < pack:
+        x = x.repeat(math.ceil(pack / x.shape[0]), *([1] * (x.dim() - 1)))
     rows = x.shape[0] // pack
-    if rows == 0:
-        raise ValueError(f"a batch of {x.shape[0]} samples cannot fill one pack of model.pack={pack} samples")
     return x[: rows * pack].reshape(rows, pack * x.shape[1], *x.shape[2:])
 
 

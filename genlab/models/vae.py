@@ -20,7 +20,7 @@ from genlab.losses.distributions import floor_log_var, log_normal, log_standard_
 from genlab.losses.elbo import elbo, kl_standard_normal, kl_warmup_beta
 from genlab.losses.iwae import iwae_bound, log_importance_weights
 from genlab.losses.likelihoods import DecoderLikelihood
-from genlab.metrics.active_units import ActiveUnits
+from genlab.metrics.active_units import ActiveUnits, count_active_units
 from genlab.metrics.likelihood import importance_weighted_log_likelihood
 from genlab.models.base import GenerativeModule, OptimizerFactory
 from genlab.models.lr_schedules import LR_SCHEDULES, step_decay
@@ -28,6 +28,15 @@ from genlab.models.lr_schedules import LR_SCHEDULES, step_decay
 NetFactory = Callable[..., nn.Module]
 OBJECTIVES = ("elbo", "iwae")
 KL_ESTIMATORS = ("analytic", "sampled")
+OUTPUT_BIAS_INITS = ("none", "data")
+# Burda et al.'s get_train_bias: the per-pixel training mean is clipped to [1e-3, 1 - 1e-3] before the log-odds.
+OUTPUT_BIAS_CLIP = 1e-3
+
+
+def final_linear(net: nn.Module) -> nn.Linear | None:
+    """The net's last module that holds parameters, when it is an nn.Linear (None otherwise)."""
+    with_params = [m for m in net.modules() if any(True for _ in m.parameters(recurse=False))]
+    return with_params[-1] if with_params and isinstance(with_params[-1], nn.Linear) else None
 
 
 class VAE(GenerativeModule):
@@ -58,6 +67,8 @@ class VAE(GenerativeModule):
         eval_k: int = 5000,
         eval_chunk: int = 500,
         active_threshold: float = 0.01,
+        active_units_train: int = 0,
+        init_output_bias: str = "none",
         lr_schedule: str = "constant",
         lr_decay: float = 0.9,
         lr_decay_every: int = 10,
@@ -90,6 +101,16 @@ class VAE(GenerativeModule):
         self.decoder = decoder(in_shape=(latent_dim,), out_shape=(out_channels, *self.data_shape[1:]))
         self.val_active_units = ActiveUnits(active_threshold)
         self.test_active_units = ActiveUnits(active_threshold)
+        self.active_threshold = active_threshold
+        self.active_units_train = positive_int("active_units_train", active_units_train, allow_zero=True)
+        self.init_output_bias = one_of("init_output_bias", init_output_bias, OUTPUT_BIAS_INITS)
+        if self.init_output_bias == "data":
+            layer = final_linear(self.decoder)
+            if likelihood != "bernoulli" or layer is None or layer.bias is None or layer.out_features != self.data_dim:
+                raise ConfigError(
+                    f"init_output_bias='data' needs likelihood=bernoulli (got {likelihood!r}) and a decoder ending "
+                    f"in a Linear layer with a bias of {self.data_dim} outputs (an MLP); use init_output_bias=none"
+                )
 
     # -- the model's distributions ------------------------------------------------------------
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -164,14 +185,52 @@ class VAE(GenerativeModule):
                 k or self.eval_k, chunk or self.eval_chunk, workers,
             )
 
+    def set_output_bias(self, x: Tensor) -> None:
+        """Decoder output bias = logit(clip(mean_n x_n, 1e-3, 1 - 1e-3)) per pixel (Burda et al.'s initialisation)."""
+        layer = final_linear(self.decoder)
+        assert layer is not None and layer.bias is not None  # checked in __init__
+        p = x.flatten(1).double().mean(0).clamp(OUTPUT_BIAS_CLIP, 1 - OUTPUT_BIAS_CLIP)
+        with torch.no_grad():
+            layer.bias.copy_(torch.logit(p).to(layer.bias))
+
+    def train_active_units(self, x: Tensor) -> Tensor:
+        """Active units over the images ``x`` (Burda et al.: 500 training images): Var_x E_q[z_u|x] > threshold."""
+        with torch.no_grad():
+            means = torch.cat([self.encode(xb.to(self.device)) for xb in x.split(500)])
+        return count_active_units(means, self.active_threshold)
+
     # -- Lightning ----------------------------------------------------------------------------
-    def configure_optimizers(self) -> Any:
-        optimizer = super().configure_optimizers()
-        if optimizer is None or self.lr_schedule == "constant":
-            return optimizer
+    def setup(self, stage: str) -> None:
+        # Before Lightning restores a checkpoint (which then overwrites the bias): a resumed run stays exact.
+        if stage == "fit" and self.init_output_bias == "data":
+            self.set_output_bias(self.train_images("init_output_bias"))
+
+    def train_images(self, key: str, n: int | None = None) -> Tensor:
+        """The first ``n`` (all) images of the datamodule's training split; ``key`` names the option needing them."""
+        datamodule = self.trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "train_tensors"):
+            raise ConfigError(f"{key} needs a datamodule with train_tensors() (the array datamodules); got {datamodule!r}")
+        return datamodule.train_tensors()[0][:n]
+
+    def on_test_epoch_end(self) -> None:
+        if self.active_units_train:
+            x = self.train_images("active_units_train", self.active_units_train)
+            self.log("test/active_units_train", self.train_active_units(x))
+
+    def epoch_lr_factor(self) -> Callable[[int], float] | None:
+        """The learning-rate factor of each epoch (for LambdaLR), None for a constant rate."""
+        if self.lr_schedule == "constant":
+            return None
         factor = LR_SCHEDULES[self.lr_schedule]
         if factor is step_decay:
             factor = functools.partial(step_decay, decay=self.lr_decay, every=self.lr_decay_every)
+        return factor
+
+    def configure_optimizers(self) -> Any:
+        optimizer = super().configure_optimizers()
+        factor = self.epoch_lr_factor()
+        if optimizer is None or factor is None:
+            return optimizer
         return {"optimizer": optimizer, "lr_scheduler": LambdaLR(optimizer, factor)}
 
     def on_train_epoch_end(self) -> None:

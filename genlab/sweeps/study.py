@@ -1,7 +1,7 @@
 """The study side of a persistent search: open its storage, count what is done, keep its trials' heartbeats.
 
 A trial ends in one of three ways and only the first two count towards ``n_trials``:
-COMPLETE (or PRUNED); FAIL with a ``error`` user attribute (the run raised: bad values, a diverged loss);
+COMPLETE (or PRUNED); FAIL with an ``error`` user attribute (the run raised: bad values, a diverged loss);
 FAIL without it (the run was interrupted: Ctrl+C/SIGTERM, or its worker died and the heartbeat went stale),
 which a rerun replaces by a new trial. RUNNING trials of live workers count too, so that parallel workers
 stop together at ``n_trials``.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from genlab.checks import ConfigError, positive_int
 
@@ -26,6 +28,17 @@ log = logging.getLogger(__name__)
 
 ERROR_ATTR = "error"  # user attribute of a trial whose run raised: the exception, one line
 INTERRUPTED_ATTR = "interrupted"  # user attribute of a trial stopped by a signal: its message
+STORAGE_ATTEMPTS = 5
+
+
+def display_url(url: str | None) -> str:
+    """``url`` with any password masked (``postgresql://user:***@host/db``), for logs and result files."""
+    if url is None:
+        return "memory"
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL: open_storage reports it
+        return str(url)
 
 
 def open_storage(url: str | None, heartbeat_interval: int, grace_period: int) -> optuna.storages.RDBStorage | None:
@@ -47,9 +60,19 @@ def open_storage(url: str | None, heartbeat_interval: int, grace_period: int) ->
         engine_kwargs["connect_args"] = {"timeout": 60}
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(
-        url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
-    )
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+            )
+        except SQLAlchemyError as err:
+            # Workers started together on a new database race to create its tables: the loser's INSERT of the
+            # schema version fails (UNIQUE constraint); the tables exist by its next try.
+            if attempt == STORAGE_ATTEMPTS - 1:
+                raise
+            log.info("storage %s not ready (%s); retrying", url, type(err).__name__)
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
 
 
 def counts_towards_n_trials(trial: FrozenTrial) -> bool:
@@ -102,16 +125,18 @@ def heartbeats(storage: optuna.storages.RDBStorage | None, study: optuna.Study,
     ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials]
     stop = threading.Event()
 
-    def beat() -> None:
-        while True:
-            for trial_id in ids:
-                try:
-                    storage.record_heartbeat(trial_id)
-                except Exception as err:  # a locked database now and then must not kill the search
-                    log.warning("heartbeat of trial id %d not recorded: %s", trial_id, err)
-            if stop.wait(storage.get_heartbeat_interval() or 1):
-                return
+    def beat_all() -> None:
+        for trial_id in ids:
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception as err:  # a locked database now and then must not kill the search
+                log.warning("heartbeat of trial id %d not recorded: %s", trial_id, err)
 
+    def beat() -> None:
+        while not stop.wait(storage.get_heartbeat_interval() or 1):
+            beat_all()
+
+    beat_all()  # at once: a trial without any heartbeat is never found stale
     thread = threading.Thread(target=beat, name="optuna-heartbeat", daemon=True)
     thread.start()
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import warnings
 from typing import Any
 
 import optuna
@@ -27,6 +28,7 @@ from omegaconf import OmegaConf
 from genlab.callbacks.interrupt import Interrupted
 from genlab.checks import ConfigError
 from genlab.sweeps.study import (
+    display_url,
     fail_interrupted,
     fail_with_error,
     heartbeats,
@@ -77,9 +79,11 @@ class PersistentSweeperImpl(OptunaSweeperImpl):
         stored = [d.name.lower() for d in study.directions]
         if stored != [d.lower() for d in directions]:
             raise ConfigError(f"hydra.sweeper.direction={directions} is not accepted: study {study.study_name!r} "
-                              f"in {self.storage} was created with {stored}; use another study_name")
+                              f"in {display_url(self.storage)} was created with {stored}; use another study_name")
         if storage is not None:
-            optuna.storages.fail_stale_trials(study)  # trials of workers that died
+            with warnings.catch_warnings():  # experimental in optuna 2.10, stable API from 3.0
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # trials of workers that died
         return study, storage
 
     def sweep(self, arguments: list[str]) -> None:
@@ -88,23 +92,23 @@ class PersistentSweeperImpl(OptunaSweeperImpl):
         study, storage = self._open_study()
         n_objectives = len(study.directions)
         done = trials_done(study)
-        log.info("Study %s in %s: %d of %d trials done %s", study.study_name, self.storage or "memory", done,
+        log.info("Study %s in %s: %d of %d trials done %s", study.study_name, display_url(self.storage), done,
                  self.n_trials, state_counts(study))
         first_batch = True
         while (to_go := self.n_trials - trials_done(study)) > 0:
             trials = [study.ask() for _ in range(min(to_go, self.n_jobs))]
-            if first_batch and trials[0].number > 0:
-                # A rerun or a second worker: the configured sampler seed would replay the first trials' values.
-                self.sampler.reseed_rng()
-            first_batch = False
-            overrides = [
-                (*job, f"hydra.sweep.subdir={trial.number}")
-                for job, trial in zip(self._configure_trials(trials, distributions, fixed), trials)
-            ]
-            for trial in trials:
-                log.info("Trial %d: %s", trial.number, trial.params)
             try:
                 with heartbeats(storage, study, trials):
+                    if first_batch and trials[0].number > 0:
+                        # A rerun or a second worker: the configured seed would replay the first trials' values.
+                        self.sampler.reseed_rng()
+                    first_batch = False
+                    overrides = [
+                        (*job, f"hydra.sweep.subdir={trial.number}")
+                        for job, trial in zip(self._configure_trials(trials, distributions, fixed), trials)
+                    ]
+                    for trial in trials:
+                        log.info("Trial %d: %s", trial.number, trial.params)
                     returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
             except BaseException as err:  # Ctrl+C between runs, SIGTERM turned into SystemExit, a launcher crash
                 fail_interrupted(study, trials, f"{type(err).__name__}: {err}")
@@ -142,7 +146,8 @@ class PersistentSweeperImpl(OptunaSweeperImpl):
         if not complete:
             log.warning("Study %s has no complete trial: no optimization_results.yaml", study.study_name)
             return
-        results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name, "storage": self.storage}
+        results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name,
+                                   "storage": display_url(self.storage)}
         if len(study.directions) == 1:
             best = study.best_trial
             results.update(best_trial=best.number, best_params=best.params, best_value=best.value)
