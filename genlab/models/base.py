@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from genlab.data.tensor_loader import Block
-from genlab.models.train_log import TrainLog
+from genlab.models.train_log import AxisValue, TrainLog
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 TRAIN_LOG_ARGS = {"on_step", "on_epoch", "prog_bar"}  # training logs the base's TrainLog takes; others go to self.log
@@ -61,6 +61,10 @@ class GenerativeModule(L.LightningModule):
         # Filled by genlab.train with the resolved run config; stored in checkpoints as plain data.
         self.run_config: dict[str, Any] | None = None
         self._train_log = TrainLog()
+        # The "step" and "epoch" of each stage's rows, as metrics (Lightning needs them as submodules).
+        self.x_axis = torch.nn.ModuleDict(
+            {f"{stage}_{key}": AxisValue() for stage in ("train", "val", "test") for key in ("step", "epoch")}
+        )
 
     @property
     def batches_trained(self) -> int:
@@ -167,13 +171,15 @@ class GenerativeModule(L.LightningModule):
         last = {k: v for k, v in self._train_log.last_row.items() if k.endswith("_step")}
         if last:
             self.log_dict(last, on_step=False, on_epoch=True, logger=False, sync_dist=False, batch_size=1)
-        self._log_x_axis(self._train_log.batches_done)
+        self._log_x_axis("train", self._train_log.batches_done)
 
-    def _log_x_axis(self, step: int) -> None:
+    def _log_x_axis(self, stage: str, step: int) -> None:
         # A logged "step" is the x value Lightning gives the loggers for the row (its own count is of loader
         # items, i.e. of blocks); with it, Lightning adds no "epoch", so that is logged too.
-        self.log_dict({"step": float(max(step, 0)), "epoch": float(self.current_epoch)}, on_step=False,
-                      on_epoch=True, reduce_fx="max", sync_dist=False, batch_size=1)
+        for key, value in (("step", max(step, 0)), ("epoch", self.current_epoch)):
+            metric = self.x_axis[f"{stage}_{key}"]
+            metric.update(value)
+            self.log(key, metric, on_step=False, on_epoch=True)
 
     # -- evaluation ---------------------------------------------------------------------------
     def log_stage(self, stage: str, metrics: dict[str, Tensor], batch_size: int, **kwargs: Any) -> None:
@@ -186,7 +192,7 @@ class GenerativeModule(L.LightningModule):
         self.log_dict(logged, batch_size=batch_size, sync_dist=stage != "train", **kwargs)
         if stage in ("val", "test"):
             # Lightning writes validation rows before counting the item just trained, and test rows after.
-            self._log_x_axis(self._train_log.batches_done - (stage == "val"))
+            self._log_x_axis(stage, self._train_log.batches_done - (stage == "val"))
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch

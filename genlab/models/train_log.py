@@ -14,10 +14,31 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torchmetrics
 from lightning.pytorch.loggers import Logger
 from torch import Tensor
 
 GroupKey = tuple[tuple[str, ...], bool, bool]  # metric names, prog_bar, on_step
+
+
+class AxisValue(torchmetrics.Metric):
+    """The latest int given to ``update``: a row's "step" or "epoch", logged through Lightning as an int.
+
+    Lightning turns a logged tensor into a float; a metric's computed value passes as it is, so the CSV keeps
+    ``epoch`` an integer as in Lightning's own rows. The state is not saved in checkpoints.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("value", torch.tensor(0), dist_reduce_fx="max")
+
+    def update(self, value: int) -> None:
+        self.value.fill_(value)
+
+    def compute(self) -> Tensor:
+        return self.value
 
 
 class TrainLog:
@@ -74,7 +95,7 @@ class TrainLog:
             self.last_row_bar = {name: self.last_row[name] for name, (_, prog_bar) in self._row.items() if prog_bar}
             self.last_row_step = self.batches_done
             for logger in loggers:
-                logger.log_metrics({**self.last_row, "epoch": float(epoch)}, step=self.batches_done)
+                logger.log_metrics({**self.last_row, "epoch": epoch}, step=self.batches_done)
                 logger.save()
             self._row = {}
         self.batches_done += 1
