@@ -37,6 +37,10 @@ def test_pacgan_m_rows_keep_100_packs_per_step_and_the_reference_step_count() ->
     assert overrides_of(losses["wgan_gp"])["loss"] == "wgan_gp"
     cpu = gan_bench.gan2d_rows(gan_bench.BUDGETS["cpu"], 20, ("pacgan",), ("grid",))
     assert [len(r.seeds) for r in cpu] == [5] * 4 and gan_bench.steps_of(cpu[1]) == 20_000
+    # MNIST: 30 epochs of ceil(54,000 / 64) = 844 batches at full; 10 epochs of 500 batches at cpu.
+    classifier = Path("c.pt")
+    assert gan_bench.steps_of(gan_bench.mnist_rows(gan_bench.BUDGETS["full"], "/d", None, classifier)[0]) == 25_320
+    assert gan_bench.steps_of(gan_bench.mnist_rows(gan_bench.BUDGETS["cpu"], "/d", None, classifier)[0]) == 5_000
 
 
 def test_every_table_command_composes() -> None:
@@ -146,3 +150,14 @@ def test_one_real_run_is_recorded_with_its_curve(tmp_path: Path) -> None:
     assert rec["final"]["val/modes"] == metrics["val/modes"] == rec["curve"][-1]["modes"]
     assert rec["command"].startswith("OMP_NUM_THREADS=1 python -m genlab experiment=pacgan_ring model.pack=2")
     assert rec["wall_s"] > 0 and rec["load_max"] >= rec["load_mean"] > 0 and rec["picture"].endswith(".png")
+
+
+def test_reproduce_py_gan2d_subcommand_delegates_here(tmp_path: Path, capsys) -> None:
+    import reproduce
+
+    reproduce.main(["gan2d", "--budget", "full", "--only", "losses", "--data", "grid", "--seeds", "0", "--dry-run",
+                    "--write-to", str(tmp_path)])  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert len([ln for ln in lines if ln.startswith("[losses/grid/")]) == 5
+    assert any("loss=wgan_gp seed=0" in ln and "trainer.max_epochs=400" in ln for ln in lines)
+    assert lines[-1] == "5 (row, seed) pairs, 5 distinct runs; 2,000,000 generator steps still to run"

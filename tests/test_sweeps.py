@@ -104,6 +104,16 @@ def load_study(sweep: Path, name: str = "vae_optuna"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep}/optuna.db")
 
 
+def n_trials_so_far(sweep: Path) -> int:
+    """The number of trials in a search being started: 0 until its database holds the study."""
+    if not (sweep / "optuna.db").exists():  # opening it here would create it
+        return 0
+    try:
+        return len(load_study(sweep).get_trials())
+    except Exception:  # tables being created (OperationalError), study not yet created (KeyError)
+        return 0
+
+
 def completed(study) -> dict[int, object]:
     return {t.number: t for t in study.get_trials() if t.state.name == "COMPLETE"}
 
@@ -123,7 +133,7 @@ def test_a_killed_search_resumes_where_it_stopped_and_runs_no_trial_twice(tmp_pa
     deadline = time.time() + 240
     try:
         while time.time() < deadline and proc.poll() is None:
-            if (sweep / "optuna.db").exists() and len(load_study(sweep).get_trials()) >= 3:
+            if n_trials_so_far(sweep) >= 3:
                 time.sleep(1.0)  # the third trial's heartbeats have begun (a trial's run takes seconds)
                 break
             time.sleep(0.2)
