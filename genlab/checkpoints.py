@@ -130,8 +130,11 @@ class LastCheckpoint(Checkpoint):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         # Steps since the last save, not global_step % N: a GAN batch advances global_step by 2, a block of
         # data.steps_per_block batches by several; the save lands at the end of the loader item (a resume point).
+        # Not after the epoch's last item: Lightning resumes a checkpoint written there by skipping the rest of the
+        # epoch (its validation, whose draws the global RNG then misses); the epoch-end save follows anyway.
         since = trainer.global_step - (self._saved_at or 0)
-        if self.every_n_train_steps and self._active(trainer) and since >= self.every_n_train_steps:
+        if (self.every_n_train_steps and self._active(trainer) and since >= self.every_n_train_steps
+                and not trainer.is_last_batch):
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

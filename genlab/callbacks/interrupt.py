@@ -101,7 +101,10 @@ class InterruptCheckpoint(L.Callback):
         self._install()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        self._stop_if_signalled(trainer)
+        # After the epoch's last item the stop waits for the validation end: Lightning resumes a checkpoint written
+        # here by skipping that validation (with blocks of batches, every epoch of one item ends so).
+        if not trainer.is_last_batch:
+            self._stop_if_signalled(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
