@@ -29,6 +29,8 @@ BAD_INPUTS = [
     ("iwae k=0", ["model=iwae", "model.k=0"], ["model.k=0", "> 0"]),
     ("gan n_critic=0", ["model=gan", "data=ring8", "model.n_critic=0"], ["model.n_critic=0", "> 0"]),
     ("unknown precision", ["trainer.precision=bf17"], ["trainer.precision='bf17'", "bf16-mixed", "16-mixed"]),
+    # limit_*_batches are null in conf/trainer/cpu.yaml (Lightning's default) and still checked against the Trainer.
+    ("wrong batch limit", ["trainer.limit_val_batches=all"], ["trainer.limit_val_batches='all'", "int", "float"]),
     ("missing data root", ["data=mnist", "paths.data_dir=/nonexistent/genlab-data"],
      ["/nonexistent/genlab-data", "GENLAB_DATA_DIR", "data.root"]),
     ("idx wrong magic", ["data=mnist", "paths.data_dir={bad_magic}"],
