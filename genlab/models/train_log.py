@@ -35,7 +35,8 @@ class AxisValue(torchmetrics.Metric):
         self.add_state("value", torch.tensor(0), dist_reduce_fx="max")
 
     def update(self, value: int) -> None:
-        self.value.fill_(value)
+        # A new tensor, not fill_: the state may have been reset inside an evaluation's inference mode.
+        self.value = torch.tensor(value, device=self.value.device)
 
     def compute(self) -> Tensor:
         return self.value
