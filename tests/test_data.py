@@ -12,6 +12,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from batch_recorder import BatchRecorder
 from lightning.fabric.utilities.types import _Stateful
 
 from genlab.data import (
@@ -192,20 +193,7 @@ def test_loader_rejects_bad_arguments() -> None:
         _loader(rank=2, world_size=2)
 
 
-class _Recorder(L.LightningModule):
-    """Records the first element of every training batch; one trivial parameter keeps the optimizer happy."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(()))
-        self.seen: list[list[int]] = []
-
-    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        self.seen.append(batch[0].tolist())
-        return (self.weight - 1.0) ** 2
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.1)
+_Recorder = BatchRecorder
 
 
 class _ValRecorder(_Recorder):

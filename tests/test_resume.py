@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from batch_recorder import BatchRecorder
 from conftest import REPO, run_cli
 from resume_checks import assert_same_run, csv_rows, final_state
 
@@ -169,23 +170,11 @@ def test_bad_checkpoints_fail_with_a_clear_message(tmp_path, content, words):
 # -- the loader's epoch across a resume (in process, Lightning only) ------------------------------------------
 
 
-class _Recorder(L.LightningModule):
-    """Records the samples of every training batch; one trivial parameter keeps the optimizer happy."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(()))
-        self.seen: list[list[int]] = []
-
-    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        self.seen.append(batch[0].tolist())
-        return (self.weight - 1.0) ** 2
+class _Recorder(BatchRecorder):
+    """A batch recorder with a validation step, as every genlab run has."""
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         pass
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
 def _fit_recording(ckpt_dir: Path, loader_epoch: bool, ckpt_path: Path | None = None, **limits: float) -> list:
