@@ -292,13 +292,18 @@ def machine() -> str:
     return desc
 
 
-def command(table: Table, run: Run, budget: str, seed: int, trainer: str | None, smoke: bool = False) -> list[str]:
-    """The genlab overrides of one run (without the run folder)."""
+def command(
+    table: Table, run: Run, budget: str, seed: int, trainer: str | None, smoke: bool = False,
+    max_time: str | None = None,
+) -> list[str]:
+    """The genlab overrides of one run (without the run folder); ``max_time`` replaces the budget's wall limit."""
+    budget_overrides = [o for o in run.budgets[budget] if not (max_time and o.startswith("trainer.max_time="))]
     return [
         f"experiment={run.preset}",
         *([f"trainer={trainer}"] if trainer else []),
         *run.overrides,
-        *run.budgets[budget],
+        *budget_overrides,
+        *([f"trainer.max_time={max_time}"] if max_time else []),
         *(table.smoke if smoke else ()),
         f"seed={seed}",
         "trainer.enable_progress_bar=false",
@@ -312,8 +317,8 @@ def run_dir(out: Path, table: Table, run: Run, budget: str, seed: int) -> Path:
 def execute(table: Table, run: Run, budget: str, seed: int, args: argparse.Namespace) -> dict:
     """Run (or resume, or reuse) one run and return its record."""
     folder = run_dir(args.out, table, run, budget, seed)
-    overrides = command(table, run, budget, seed, args.trainer, args.smoke)
-    resume = (folder / "checkpoints" / "last.ckpt").is_file() and not (folder / "metrics.json").is_file()
+    overrides = command(table, run, budget, seed, args.trainer, args.smoke, args.max_time)
+    resume = (folder / "checkpoints" / "last.ckpt").is_file() and not finished(folder, overrides)
     env = dict(os.environ)
     env.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
     env.setdefault("WANDB_MODE", "offline")
@@ -321,7 +326,7 @@ def execute(table: Table, run: Run, budget: str, seed: int, args: argparse.Names
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
     load_start = os.getloadavg()[0]
     start, cpu_start = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    if not (folder / "metrics.json").is_file():
+    if not finished(folder, overrides):
         extra = ["ckpt_path=last"] if resume else []
         proc = subprocess.run(
             [sys.executable, "-m", "genlab", *overrides, *extra, f"hydra.run.dir={folder}"],
@@ -352,6 +357,15 @@ def execute(table: Table, run: Run, budget: str, seed: int, args: argparse.Names
         "metrics": {k: v for k, v in metrics.items() if k.startswith(("test/", "val/"))},
         "curve": read_curve(folder, table.curve_metric),
     }
+
+
+def finished(folder: Path, overrides: Sequence[str]) -> bool:
+    """The run was tested after its last epoch; one stopped early by max_time is not finished (a rerun continues it)."""
+    if not (folder / "metrics.json").is_file():
+        return False
+    wanted = [int(o.split("=", 1)[1]) for o in overrides if o.startswith("trainer.max_epochs=")]
+    done = epochs_done(folder)
+    return not wanted or done is None or done >= wanted[-1]
 
 
 def epochs_done(folder: Path) -> int | None:
@@ -482,6 +496,13 @@ def parser() -> argparse.ArgumentParser:
             default=None,
             help="CPU threads per run (OMP_NUM_THREADS); on a shared machine, 1 or 2",
         )
+        p.add_argument(
+            "--max-time",
+            default=None,
+            metavar="DD:HH:MM:SS",
+            help="the wall limit of each run (trainer.max_time), replacing the budget's; a run stopped by it is "
+            "tested, and rerunning with a larger limit continues it",
+        )
         p.add_argument("--results", type=Path, default=RESULTS, help="the markdown file whose section is rewritten")
         p.add_argument("--records", type=Path, default=None, help="the JSON records (default: next to this script)")
         p.add_argument("--curves", type=Path, default=CURVES, help="where the curve PNGs go")
@@ -518,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if args.dry_run:
                 print(
                     "python -m genlab "
-                    + " ".join(command(table, run, args.budget, seed, args.trainer, args.smoke))
+                    + " ".join(command(table, run, args.budget, seed, args.trainer, args.smoke, args.max_time))
                     + f" hydra.run.dir={run_dir(args.out, table, run, args.budget, seed)}"
                 )
                 continue
