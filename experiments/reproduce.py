@@ -545,6 +545,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 continue
             print(f"running {table.name}/{run.name} ({args.budget}, seed {seed}) ...", flush=True)
             rec = execute(table, run, args.budget, seed, args)
+            # re-read first: another reproduce.py (a table's other run, on the other core) may have written since
+            records = json.loads(records_path.read_text()) if records_path.is_file() else {}
             records[f"{run.name}:{rec['budget']}:{seed}"] = rec
             records_path.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
             print(f"  done in {rec['wall_s']:.0f} s: {table.row(run, rec)[0]}", flush=True)
