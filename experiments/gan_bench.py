@@ -2,6 +2,7 @@
 
     python experiments/reproduce.py gan2d --budget cpu|full          # both 2-D tables (or gan_bench.py gan2d)
     python experiments/reproduce.py gan2d --budget cpu --only pacgan --data ring --seeds 0,1 --dry-run
+    python experiments/reproduce.py gan2d --budget cpu --only losses --data ring8,grid25   # VEEGAN-style toys
     python experiments/reproduce.py gan_mnist --budget cpu|full      # the MNIST GAN against steps, 3 seeds
     python experiments/gan_bench.py speed                            # steps/s of experiment=pacgan_ring, 1 thread
     python experiments/gan_bench.py table                            # rebuild the section from the records
@@ -11,6 +12,11 @@ and the losses table (minimax, nonsaturating, wgan_gp, hinge, lsgan on ring and 
 ``experiment=pacgan_ring|pacgan_grid``. PacGAN-m keeps the reference's 100 packed discriminator inputs per step
 and its number of generator steps: batch 100m, m times the epochs. ``full`` is the protocol's 400 epochs
 (400,000 generator steps a run); ``cpu`` is 20 (5 %), ``--epochs`` sets another budget.
+
+``--data ring8,grid25`` runs the losses table on the VEEGAN-style toys instead (``experiment=gan_ring8|gan_grid25``:
+small MLPs, 20,000 samples, batch 256, 79 generator steps an epoch), far cheaper per step: ``cpu`` is 300 epochs
+(23,700 steps, where a measured nonsaturating ring8 curve reaches its plateau), ``full`` 2,000 epochs (PacGAN's
+40M samples), ``--toy-epochs`` another budget.
 
 Every run is one ``python -m genlab ...`` process (one thread unless ``--threads``; ``--jobs`` runs several at
 once). Each finished run is recorded in experiments/gan_results.json under its exact command, so an
@@ -49,13 +55,25 @@ EXPERIMENTS = REPO / "experiments"
 HEADING = "## GANs"
 LOSSES = ("minimax", "nonsaturating", "wgan_gp", "hinge", "lsgan")
 PACKS = (1, 2, 3, 4)
-TOY_DATA = ("ring", "grid")
+TOY_DATA = ("ring", "grid")  # PacGAN's protocol (experiment=pacgan_ring|pacgan_grid)
+# VEEGAN-style toys (experiment=gan_ring8|gan_grid25: 20,000 samples, batch 256, MLP 3x128): the losses table only.
+VEEGAN_TOYS = {"ring8": "gan_ring8", "grid25": "gan_grid25"}
+ALL_TOYS = (*TOY_DATA, *VEEGAN_TOYS)
+TOY_MODES = {"ring": 8, "grid": 25, "ring8": 8, "grid25": 25}
+TOY_TRAIN = {"ring8": 20000, "grid25": 20000}  # the presets' data.n_train (PacGAN's toys: 100,000)
+TOY_BATCH = 256  # the VEEGAN-style presets' data.batch_size
+# PacGAN's protocol: 400 epochs of 100,000 samples, batch 100 = 400,000 generator steps, 40M samples seen.
+PAPER_STEPS, PAPER_SAMPLES = 400_000, 40_000_000
 MODE_KEYS = ("modes", "hq", "mode_kl")
 IMAGE_KEYS = ("fd", "precision", "recall", "classes", "class_entropy")
 # Issue 13's MNIST targets: every seed 10/10 classes, class entropy >= 2.25 nats, precision and recall >= 0.8.
 # MNIST images the GAN trains on: 60,000 less the default 10 % validation split (data.val_size=0.1).
 MNIST_FIT = 54000
 MNIST_TARGETS = {"classes": 10.0, "class_entropy": 2.25, "precision": 0.8, "recall": 0.8}
+
+# VEEGAN Table 1 (Srivastava et al. 2017), GAN row: modes, high-quality %; its own nets and budget, no error bars,
+# no KL. Shown beside the nonsaturating row of the VEEGAN-style toys for orientation only.
+VEEGAN_GAN = {"ring8": ((1.0, None), (99.3, None)), "grid25": ((3.3, None), (0.5, None))}
 
 # PacGAN Table 1 (Lin et al. 2018; mean ± standard error over 10 trials): modes, high-quality %, reverse KL.
 PACGAN_TABLE1 = {
@@ -73,10 +91,15 @@ PACGAN_TABLE1 = {
 # -- budgets and rows ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Budget:
-    """Epochs of a pack-1 run (PacGAN-m runs m times as many), validation spacing, seeds, extra overrides."""
+    """Epochs of a pack-1 run (PacGAN-m runs m times as many), validation spacing, seeds, extra overrides.
+
+    ``toy_epochs`` / ``toy_val_every``: epochs of the VEEGAN-style toys (20,000 samples, 79 steps of batch 256).
+    """
 
     epochs: int
     val_every: int
+    toy_epochs: int
+    toy_val_every: int
     pacgan_seeds: tuple[int, ...]
     loss_seeds: tuple[int, ...]
     mnist_seeds: tuple[int, ...]
@@ -85,20 +108,24 @@ class Budget:
     note: str = ""
 
 
+# VEEGAN-style toys: at 300 epochs (23,700 steps) a nonsaturating ring8 run (seed 0, lr 1e-3) has covered 8/8 modes
+# since ~epoch 60 and its high-quality share has stopped rising (~epoch 220); 2,000 epochs draw PacGAN's 40M samples.
+TOY_CPU_EPOCHS = 300
+TOY_FULL_EPOCHS = 2000
 BUDGETS = {
     "full": Budget(
-        400, 10, tuple(range(10)), (0, 1, 2), (0, 1, 2),
+        400, 10, TOY_FULL_EPOCHS, 10, tuple(range(10)), (0, 1, 2), (0, 1, 2),
         ("trainer.max_epochs=30", "trainer.limit_train_batches=1.0"),
         note="the protocol's 400 epochs: 400,000 generator steps a run",
     ),
     "cpu": Budget(
-        20, 1, tuple(range(5)), (0, 1, 2), (0, 1, 2),
+        20, 1, TOY_CPU_EPOCHS, 5, tuple(range(5)), (0, 1, 2), (0, 1, 2),
         ("trainer.max_epochs=10", "trainer.limit_train_batches=500"),
         note="20 of the protocol's 400 epochs: 20,000 generator steps a run",
     ),
     # The whole pipeline in about a minute: for trying the command, not for numbers.
     "smoke": Budget(
-        2, 1, (0,), (0,), (0,),
+        2, 1, 2, 1, (0,), (0,), (0,),
         ("trainer.max_epochs=2", "trainer.limit_train_batches=20", "model.feature_classifier_steps=50"),
         extra=("data.n_train=1000", "data.n_val=500", "data.n_test=500"),
         note="smoke test of the pipeline (1,000 samples, 2 epochs)",
@@ -147,11 +174,19 @@ def epochs_overrides(epochs: int, val_every: int, pack: int) -> tuple[str, ...]:
 
 
 def gan2d_rows(budget: Budget, epochs: int, tables: Sequence[str], data: Sequence[str],
-               seeds: tuple[int, ...] | None = None) -> list[Row]:  # fmt: skip
-    """The PacGAN table (GAN, PacGAN2-4) and the losses table on ``data``, at ``epochs`` pack-1 epochs."""
+               seeds: tuple[int, ...] | None = None, toy_epochs: int | None = None) -> list[Row]:  # fmt: skip
+    """The PacGAN table (GAN, PacGAN2-4) and the losses table on ``data``, at ``epochs`` pack-1 epochs.
+
+    ``data`` ring/grid are PacGAN's protocol; ring8/grid25 the VEEGAN-style toys (the losses table only), at
+    ``toy_epochs`` epochs of their 20,000 samples (default: the budget's).
+    """
     val_every = max(1, min(budget.val_every, epochs // 4 or 1))
     rows = []
     for d in data:
+        if d in VEEGAN_TOYS:
+            if "losses" in tables:
+                rows += veegan_loss_rows(budget, d, toy_epochs or budget.toy_epochs, seeds)
+            continue
         if "pacgan" in tables:
             for m in PACKS:
                 rows.append(Row(
@@ -170,6 +205,24 @@ def gan2d_rows(budget: Budget, epochs: int, tables: Sequence[str], data: Sequenc
                     seeds or budget.loss_seeds, PACGAN_TABLE1[(d, 1)] if loss == "nonsaturating" else None,
                 ))  # fmt: skip
     return rows
+
+
+def veegan_loss_rows(budget: Budget, d: str, epochs: int, seeds: tuple[int, ...] | None) -> list[Row]:
+    """The five losses on a VEEGAN-style toy (experiment=gan_ring8|gan_grid25) for ``epochs`` epochs of batch 256."""
+    val_every = max(1, min(budget.toy_val_every, epochs // 4 or 1))
+    base = (f"experiment={VEEGAN_TOYS[d]}", f"data.batch_size={TOY_BATCH}", f"trainer.max_epochs={epochs}",
+            f"trainer.check_val_every_n_epoch={val_every}", *budget.extra)  # fmt: skip
+    return [
+        Row(
+            "losses",
+            d,
+            loss,
+            (*base, *([] if loss == "nonsaturating" else [f"loss={loss}"])),
+            seeds or budget.loss_seeds,
+            VEEGAN_GAN[d] if loss == "nonsaturating" else None,
+        )  # fmt: skip
+        for loss in LOSSES
+    ]
 
 
 def mnist_rows(budget: Budget, data_dir: str, seeds: tuple[int, ...] | None, classifier: Path) -> list[Row]:
@@ -317,10 +370,13 @@ def fmt(mean: float, se: float | None, digits: int = 1) -> str:
     return f"{mean:.{digits}f}" if se is None else f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 
-def verdict(ours: tuple[float, float | None], published: tuple[float, float], higher_is_better: bool) -> str:
-    """'within 2 SE' when |ours - published| <= 2 sqrt(se_ours^2 + se_published^2), else 'better' or 'worse'."""
+def verdict(ours: tuple[float, float | None], published: tuple[float, float | None], higher_is_better: bool) -> str:
+    """'within 2 SE' when |ours - published| <= 2 sqrt(se_ours^2 + se_published^2), else 'better' or 'worse'.
+
+    A missing standard error (one seed, or a paper without error bars) counts as 0.
+    """
     (m, se), (p, pse) = ours, published
-    if abs(m - p) <= 2 * math.hypot(se or 0.0, pse):
+    if abs(m - p) <= 2 * math.hypot(se or 0.0, pse or 0.0):
         return "within 2 SE"
     return "better" if (m > p) == higher_is_better else "worse"
 
@@ -339,7 +395,7 @@ def recorded_rows(records: dict) -> list[Row]:
 
     def order(row: Row) -> tuple:
         steps = row_runs(row, records)[0]["steps"] or 0
-        data = (*TOY_DATA, "mnist").index(row.data)
+        data = (*ALL_TOYS, "mnist").index(row.data)
         return (("pacgan", "losses", "mnist").index(row.table), data, steps,
                 names.index(row.name) if row.name in names else len(names))  # fmt: skip
 
@@ -353,6 +409,7 @@ def aggregate(runs: Sequence[dict], keys: Sequence[str], scale: dict[str, float]
 
 
 def cost_cell(runs: Sequence[dict]) -> str:
+    """Generator steps recorded, wall time per run and in all, threads, and the load average sampled during the runs."""
     steps = sorted({r["steps"] for r in runs if r["steps"]})
     walls = [r["wall_s"] for r in runs]
     load_mean = statistics.mean(r["load_mean"] for r in runs)
@@ -362,6 +419,32 @@ def cost_cell(runs: Sequence[dict]) -> str:
         f"{steps_text} G steps; {statistics.mean(walls) / 60:.1f} min/run ({sum(walls) / 3600:.2f} h in all), "
         f"{runs[0]['threads']} thread{'s' * (runs[0]['threads'] > 1)}/run; load {load_mean:.1f} mean, {load_max:.1f} max"
     )
+
+
+def late_change(runs: Sequence[dict], key: str, scale: float = 1.0) -> tuple[float, int] | None:
+    """Mean over seeds of (last value - value at the validation nearest half the last step) of ``key``, and that step.
+
+    Near 0 (against the seeds' spread) when the row has plateaued over the second half of its budget; None when
+    a curve has fewer than two validations.
+    """
+    deltas, halves = [], []
+    for run in runs:
+        curve = [p for p in run.get("curve") or [] if key in p]
+        if len(curve) < 2:
+            return None
+        half = min(curve[:-1], key=lambda p: abs(p["step"] - curve[-1]["step"] / 2))
+        deltas.append((curve[-1][key] - half[key]) * scale)
+        halves.append(half["step"])
+    return statistics.mean(deltas), round(statistics.mean(halves))
+
+
+def plateau_cell(runs: Sequence[dict], keys: Sequence[tuple[str, float, int]]) -> str:
+    """'+0.3 / -1.2 since 5,000' : the change of each (key, scale, digits) over the second half of the curve."""
+    changes = [(late_change(runs, k, scale), digits) for k, scale, digits in keys]
+    if any(c is None for c, _ in changes):
+        return "–"
+    text = " / ".join(f"{c[0]:+.{digits}f}" for c, digits in changes)  # type: ignore[index]
+    return f"{text} since {changes[0][0][1]:,}"  # type: ignore[index]
 
 
 # -- pictures -----------------------------------------------------------------------------------------
@@ -414,33 +497,51 @@ PROTOCOL = (
 )
 
 
+VEEGAN_PROTOCOL = (
+    "VEEGAN-style toys, `experiment=gan_ring8|gan_grid25` (`conf/experiment/gan_ring8.yaml`, `gan_grid25.yaml`): "
+    "ring of 8 modes at radius 2, std 0.02; grid of 25 modes at {-4,-2,0,2,4}², std 0.05 (the scale of VEEGAN's "
+    "toys, PacGAN's ring halved); 20,000 training samples, batch 256 (79 generator steps an epoch); generator and "
+    "discriminator MLPs of 3 hidden layers of 128 (generator ReLU with batch norm, discriminator leaky ReLU), "
+    "16-D N(0, I) noise, Adam lr 1e-3, betas (0.5, 0.999), one discriminator step per generator step, every "
+    "loss with its defaults in `conf/loss/` (WGAN-GP: penalty weight 10). Same metric as above (2,500 samples from "
+    "fixed noise, 3 std). These are genlab's nets and budget, not VEEGAN's: its Table 1 GAN row (modes / "
+    "high-quality %, no error bars, no KL) stands beside the nonsaturating row for orientation only, and the "
+    "verdict against it treats it as exact. The budget column gives each row's generator steps and samples as a "
+    "fraction of PacGAN's protocol (400,000 steps, 40M samples); *late change* is the mean over seeds of the last "
+    "validation minus the one at half the steps (modes / high quality %), near 0 where the row has plateaued."
+)
 TOY_HEADINGS = {"pacgan": "PacGAN Table 1, {d} ({k} modes)", "losses": "The five losses, {d} ({k} modes)"}
+TOY_NAMES = {"ring": "PacGAN's ring", "grid": "PacGAN's grid", "ring8": "VEEGAN-style ring8",
+             "grid25": "VEEGAN-style grid25"}  # fmt: skip
 
 
-def published_cell(published: tuple[tuple[float, float], ...]) -> str:
+def published_cell(published: Sequence[tuple[float, float | None]]) -> str:
     return " / ".join(fmt(m, s, 2 if i == 2 else 1) for i, (m, s) in enumerate(published))
 
 
 def toy_table(table: str, d: str, rows: Sequence[Row], records: dict, picture: str | None) -> list[str]:
     """One 2-D table: mean ± SE of modes / high quality % / reverse KL per row, against PacGAN Table 1 where it has one."""
+    source = "VEEGAN Table 1" if d in VEEGAN_TOYS else "PacGAN Table 1"
     lines = [
-        "#### " + TOY_HEADINGS[table].format(d=d, k={"ring": 8, "grid": 25}[d]),
+        "#### " + TOY_HEADINGS[table].format(d=TOY_NAMES[d], k=TOY_MODES[d]),
         "",
-        "| method | modes | high quality % | reverse KL | published (PacGAN Table 1) | verdict (modes / hq / KL) "
-        "| seeds | budget and cost | command (seed 0) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| method | modes | high quality % | reverse KL | published ({source}) | verdict (modes / hq / KL) "
+        "| late change (modes / hq) | seeds | budget | cost | command (seed 0) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         runs = row_runs(row, records)
         agg = aggregate(runs, MODE_KEYS, {"hq": 100.0})
         pub = row.published
         verdicts = "–" if pub is None else " / ".join(
-            verdict(agg[key], pub[i], higher) for i, (key, higher) in enumerate(zip(MODE_KEYS, (True, True, False)))
+            verdict(agg[key], pub[i], higher) if i < len(pub) else "–"
+            for i, (key, higher) in enumerate(zip(MODE_KEYS, (True, True, False)))
         )  # fmt: skip
         published = "–" if pub is None else ("GAN row: " if table == "losses" else "") + published_cell(pub)
         lines.append(
             f"| {row.name} | **{fmt(*agg['modes'])}** | **{fmt(*agg['hq'])}** | **{fmt(*agg['mode_kl'], 2)}** | "
-            f"{published} | {verdicts} | {', '.join(str(r['seed']) for r in runs)} | {cost_cell(runs)} | "
+            f"{published} | {verdicts} | {plateau_cell(runs, [('modes', 1.0, 1), ('hq', 100.0, 1)])} | "
+            f"{', '.join(str(r['seed']) for r in runs)} | {budget_text(row)} | {cost_cell(runs)} | "
             f"`{runs[0]['command']}` |"
         )
     if picture:
@@ -469,13 +570,19 @@ def mnist_table(row: Row, records: dict, curve_picture: str | None, grid: str | 
         "in the features of one MNIST classifier shared by all seeds, on 2,000 samples from fixed noise at every "
         "validation epoch. Final values: last validation epoch, mean ± SE over seeds.",
         "",
-        "| FD | precision | recall | classes (of 10) | class entropy (max 2.30) | seeds | budget and cost | command |",
+        "| FD | precision | recall | classes (of 10) | class entropy (max 2.30) | seeds | budget and cost "
+        "| command (seed 0) |",
         "|---|---|---|---|---|---|---|---|",
         f"| **{fmt(*agg['fd'], 2)}** | **{fmt(*agg['precision'], 3)}** | **{fmt(*agg['recall'], 3)}** | "
         f"**{fmt(*agg['classes'])}** | **{fmt(*agg['class_entropy'], 3)}** | "
         f"{', '.join(str(r['seed']) for r in runs)} | {cost_cell(runs)} | `{runs[0]['command']}` |",
         "",
         "Targets (issue 13): " + "; ".join(checks) + ".",
+        "",
+        "Late change (mean over seeds of the last validation minus the one at half the steps; near 0 on a plateau), "
+        "FD / precision / recall / classes: "
+        + plateau_cell(runs, [("fd", 1.0, 2), ("precision", 1.0, 3), ("recall", 1.0, 3), ("classes", 1.0, 1)])
+        + " steps.",
     ]
     if curve_picture:
         lines += ["", f"Against steps: ![MNIST GAN curves]({curve_picture})"]
@@ -499,7 +606,7 @@ def section(records: dict, rows: Sequence[Row], pictures: dict[str, str]) -> str
     lines += ["### Mode coverage on PacGAN's 2-D ring and grid", "", PROTOCOL, ""]
     if "speed" in records:
         lines += [speed_line(records["speed"]), ""]
-    if not toy:
+    if not [r for r in toy if r.data in TOY_DATA]:
         lines += [
             "Not run yet. `python experiments/reproduce.py gan2d --budget full` "
             f"({BUDGETS['full'].note}; 10 seeds per PacGAN row as the paper, 3 per loss) or `--budget cpu` "
@@ -522,6 +629,13 @@ def section(records: dict, rows: Sequence[Row], pictures: dict[str, str]) -> str
                 chosen = [r for r in toy if r.table == table and r.data == d]
                 if chosen:
                     lines += toy_table(table, d, chosen, records, pictures.get(f"{table}_{d}"))
+    veegan = [r for r in toy if r.data in VEEGAN_TOYS]
+    if veegan:
+        lines += ["### The five losses on the VEEGAN-style toys", "", VEEGAN_PROTOCOL, ""]
+        for d in VEEGAN_TOYS:
+            chosen = [r for r in veegan if r.data == d]
+            if chosen:
+                lines += toy_table("losses", d, chosen, records, pictures.get(f"losses_{d}"))
     mnist = [r for r in rows if r.table == "mnist" and row_runs(r, records)]
     for row in mnist:
         lines += mnist_table(row, records, pictures.get("mnist"), pictures.get("mnist_grid"))
@@ -667,8 +781,14 @@ def add_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--seeds", default=None, help="e.g. 0-4 or 0,2; default: the budget's")
     if what == "gan2d":
         parser.add_argument("--only", default="pacgan,losses", help="tables: pacgan,losses")
-        parser.add_argument("--data", default="ring,grid", help="ring,grid")
+        parser.add_argument(
+            "--data",
+            default="ring,grid",
+            help="ring,grid (PacGAN's protocol); ring8,grid25 (VEEGAN-style toys, losses table only)",
+        )
         parser.add_argument("--epochs", type=int, default=None, help="pack-1 epochs (default: the budget's)")
+        parser.add_argument("--toy-epochs", type=int, default=None,
+                            help="epochs of the VEEGAN-style toys' 20,000 samples (default: the budget's)")  # fmt: skip
     else:
         parser.add_argument("--data-dir", default=os.environ.get("GENLAB_DATA_DIR", str(REPO.parent / "shared/data")))
     parser.add_argument("--threads", type=int, default=1, help="OMP threads per run (1 on a shared CPU)")
@@ -692,13 +812,14 @@ def write_outputs(records: dict, rows: Sequence[Row], write_to: Path) -> None:
     pictures: dict[str, str] = {}
     recorded = [r for r in rows if row_runs(r, records)]
     for table in ("pacgan", "losses"):
-        for d in TOY_DATA:
+        for d in ALL_TOYS:
             chosen = [r for r in recorded if r.table == table and r.data == d]
             if chosen:
                 name = f"gan2d_{table}_{d}.png"
                 curve_figure(chosen, records, [("modes", "modes covered", 1.0), ("hq", "high quality %", 100.0),
                                                ("mode_kl", "reverse KL (nats)", 1.0)],
-                             f"{table} table, {d}: mean ± SE over seeds at every validation", write_to / name)  # fmt: skip
+                             f"{table} table, {TOY_NAMES[d]}: mean ± SE over seeds at every validation",
+                             write_to / name)  # fmt: skip
                 pictures[f"{table}_{d}"] = name
     mnist = [r for r in recorded if r.table == "mnist"]
     if mnist:
@@ -737,23 +858,47 @@ def dry_run(rows: Sequence[Row], records: dict, threads: int, trainer: str | Non
 
 def steps_of(row: Row) -> int:
     """Generator steps of one run: epochs x batches per epoch (0 when the overrides do not say)."""
+    return steps_and_samples(row)[0]
+
+
+def steps_and_samples(row: Row) -> tuple[int, int]:
+    """(generator steps, training samples drawn) of one run from its overrides; (0, 0) when they do not say.
+
+    Steps are epochs x batches per epoch (a partial last batch counts); samples are epochs x the samples of
+    those batches (the generator makes as many per step).
+    """
     values = dict(o.split("=", 1) for o in row.overrides if "=" in o)
     if "trainer.max_epochs" not in values or "data.batch_size" not in values:
-        return 0
-    n_train = int(values.get("data.n_train", MNIST_FIT if row.data == "mnist" else 100000))
-    batches = math.ceil(n_train / int(values["data.batch_size"]))
+        return 0, 0
+    n_train = int(values.get("data.n_train", MNIST_FIT if row.data == "mnist" else TOY_TRAIN.get(row.data, 100000)))
+    batch = int(values["data.batch_size"])
+    batches = math.ceil(n_train / batch)
     limit = values.get("trainer.limit_train_batches", "1.0")
     batches = min(batches, int(limit)) if limit.isdigit() else math.ceil(batches * float(limit))
-    return int(values["trainer.max_epochs"]) * batches
+    samples = min(n_train, batches * batch)
+    epochs = int(values["trainer.max_epochs"])
+    return epochs * batches, epochs * samples
+
+
+def budget_text(row: Row) -> str:
+    """A toy row's budget as a fraction of PacGAN's protocol (400,000 generator steps of batch 100, 40M samples)."""
+    steps, samples = steps_and_samples(row)
+    if row.table == "mnist" or not steps:
+        return f"{steps:,} G steps" if steps else "?"
+    text = f"{steps:,} G steps = {100 * steps / PAPER_STEPS:.3g} % of the protocol's 400,000"
+    if row.data in VEEGAN_TOYS:
+        text += f" (batch {TOY_BATCH}: {samples / 1e6:.3g}M samples = {100 * samples / PAPER_SAMPLES:.3g} % of its 40M)"
+    return text
 
 
 def main_gan2d(args: argparse.Namespace) -> None:
     budget = BUDGETS[args.budget]
     tables = [t for t in args.only.split(",") if t]
     data = [d for d in args.data.split(",") if d]
-    if set(tables) - {"pacgan", "losses"} or set(data) - set(TOY_DATA):
-        raise SystemExit(f"--only takes pacgan,losses and --data ring,grid; got {args.only!r}, {args.data!r}")
-    rows = gan2d_rows(budget, args.epochs or budget.epochs, tables, data, parse_seeds(args.seeds))
+    if set(tables) - {"pacgan", "losses"} or set(data) - set(ALL_TOYS):
+        raise SystemExit(f"--only takes pacgan,losses and --data ring,grid,ring8,grid25; got {args.only!r}, "
+                         f"{args.data!r}")  # fmt: skip
+    rows = gan2d_rows(budget, args.epochs or budget.epochs, tables, data, parse_seeds(args.seeds), args.toy_epochs)
     run_and_write(rows, args)
 
 

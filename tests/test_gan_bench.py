@@ -127,6 +127,10 @@ def test_section_rows_carry_statistics_budget_cost_command_and_curve(tmp_path: P
     assert "**7.0 ± 1.0** | **98.0 ± 1.0** | **0.40 ± 0.10**" in line
     assert "6.3 ± 0.5 / 98.2 ± 0.2 / 0.45 ± 0.09" in line and "within 2 SE / within 2 SE / within 2 SE" in line
     assert "| 0, 1 |" in line and "2,000 G steps; 2.5 min/run (0.08 h in all), 1 thread/run; load 2.5 mean, 4.5 max" in line
+    # Budget: 2 epochs of 1,000 batches of 100 = 2,000 of the protocol's 400,000 steps. Late change: the fake
+    # curves are half their final value at step 1,000, so modes +3.5 (mean of 3, 4) and hq +49.0 points.
+    assert "| 2,000 G steps = 0.5 % of the protocol's 400,000 |" in line
+    assert "| +3.5 / +49.0 since 1,000 |" in line
     assert "`OMP_NUM_THREADS=1 python -m genlab experiment=pacgan_ring model.pack=1" in line
     pac_line = next(ln for ln in text.splitlines() if ln.startswith("| PacGAN2 |"))
     assert "**8.0 ± 0.0** | **95.5 ± 0.5** | **0.07 ± 0.01**" in pac_line
@@ -161,3 +165,40 @@ def test_reproduce_py_gan2d_subcommand_delegates_here(tmp_path: Path, capsys) ->
     assert len([ln for ln in lines if ln.startswith("[losses/grid/")]) == 5
     assert any("loss=wgan_gp seed=0" in ln and "trainer.max_epochs=400" in ln for ln in lines)
     assert lines[-1] == "5 (row, seed) pairs, 5 distinct runs; 2,000,000 generator steps still to run"
+
+
+def test_veegan_toy_loss_rows_budget_and_table(tmp_path: Path) -> None:
+    """The five losses on ring8: commands, budget as a fraction of PacGAN's, VEEGAN's GAN row beside nonsaturating."""
+    budget = gan_bench.BUDGETS["cpu"]
+    rows = gan_bench.gan2d_rows(budget, 20, ("pacgan", "losses"), ("ring8",), toy_epochs=100)
+    assert [r.name for r in rows] == list(gan_bench.LOSSES) and all(r.data == "ring8" for r in rows)
+    ns = next(r for r in rows if r.name == "nonsaturating")
+    o = overrides_of(ns)
+    assert o["experiment"] == "gan_ring8" and o["trainer.max_epochs"] == "100" and "loss" not in o
+    assert overrides_of(rows[0])["loss"] == "minimax" and ns.published == gan_bench.VEEGAN_GAN["ring8"]
+    # ceil(20,000 / 256) = 79 steps an epoch; 100 epochs draw 2M samples = 5 % of PacGAN's 40M.
+    assert gan_bench.steps_and_samples(ns) == (7900, 2_000_000)
+    assert gan_bench.budget_text(ns) == (
+        "7,900 G steps = 1.98 % of the protocol's 400,000 (batch 256: 2M samples = 5 % of its 40M)"
+    )
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(rows[2].overrides))  # wgan_gp
+    assert cfg.data.kind == "ring8" and cfg.data.n_train == 20000 and cfg.loss._target_.endswith("WGANGP")
+    records = {"runs": {}, "rows": {r.ident: r.as_record() for r in rows[:2]}}
+    for row, modes in ((rows[0], (7.0, 8.0, 8.0)), (ns, (8.0, 8.0, 8.0))):
+        for seed, m in enumerate(modes):
+            records["runs"][gan_bench.run_key(row.overrides, seed)] = fake_run(row, seed, m, 0.5, 0.1)
+    shown = gan_bench.recorded_rows(records)
+    assert [r.name for r in shown] == ["minimax", "nonsaturating"]
+    gan_bench.write_outputs(records, shown, tmp_path)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "### The five losses on the VEEGAN-style toys" in text and "published (VEEGAN Table 1)" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("| minimax |"))
+    # modes (7, 8, 8): mean 7.667, SE = std / sqrt(3) = 0.5774 / 1.732 = 0.333.
+    assert "**7.7 ± 0.3** | **50.0 ± 0.0** | **0.10 ± 0.00** | – | – |" in line
+    ns_line = next(ln for ln in text.splitlines() if ln.startswith("| nonsaturating |"))
+    # VEEGAN's GAN: 1 mode, 99.3 % (no error bars, taken as exact): 8 modes is better, 50 % worse, KL not published.
+    assert "GAN row: 1.0 / 99.3 | better / worse / – |" in ns_line
+    assert (tmp_path / "gan2d_losses_ring8.png").stat().st_size > 0
+    # PacGAN's protocol is still announced as not run, since only the VEEGAN-style toys have rows.
+    assert "Not run yet." in text
