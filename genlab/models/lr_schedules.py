@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 
 def constant(epoch: int) -> float:
@@ -19,6 +20,11 @@ def iwae_passes(epoch: int) -> float:
 def step_decay(epoch: int, decay: float = 0.9, every: int = 10) -> float:
     """decay^(epoch // every): VaDE's 0.9 every 10 epochs by default."""
     return decay ** (epoch // every)
+
+
+def floored(epoch: int, schedule: Callable[[int], float], floor: float) -> float:
+    """max(schedule(epoch), floor): a factor that never falls under ``floor`` (= lr_min / lr; VaDE's 2e-4 / 2e-3)."""
+    return max(schedule(epoch), floor)
 
 
 LR_SCHEDULES = {"constant": constant, "iwae_passes": iwae_passes, "step": step_decay}

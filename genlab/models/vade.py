@@ -65,6 +65,13 @@ class VaDE(VAE):
         self.posterior_var_init = posterior_var_init
         self.finetune_lr_factor = fraction("finetune_lr_factor", finetune_lr_factor, open_high=False)
         self.eval_on = one_of("eval_on", eval_on, EVAL_ON)
+        lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        if self.lr_min is not None and self.lr_min > self.finetune_lr_factor * lr:
+            # the floor would lift the whole VaDE phase above the rate finetune_lr_factor asks for
+            raise ConfigError(
+                f"lr_min={self.lr_min!r} is not accepted with finetune_lr_factor={finetune_lr_factor!r}: expected null "
+                f"or a number in [0, finetune_lr_factor x optimizer.lr = {self.finetune_lr_factor * lr!r}]"
+            )
         self.mixture_logits = nn.Parameter(torch.zeros(n_clusters))
         self.cluster_means = nn.Parameter(torch.randn(n_clusters, self.latent_dim))
         self.cluster_log_vars = nn.Parameter(torch.zeros(n_clusters, self.latent_dim))
@@ -140,9 +147,12 @@ class VaDE(VAE):
         means, raw_log_vars = outputs.chunk(2, dim=-1)
         return means, raw_log_vars
 
-    def epoch_lr_factor(self) -> Callable[[int], float] | None:
-        """Pretraining at the optimizer's rate, then ``finetune_lr_factor`` x the schedule counted from the VaDE start."""
-        schedule = super().epoch_lr_factor()
+    def schedule_lr_factor(self) -> Callable[[int], float] | None:
+        """Pretraining at the optimizer's rate, then ``finetune_lr_factor`` x the schedule counted from the VaDE start.
+
+        ``lr_min`` (the VAE's) floors the product: the paper's 2e-3 x 0.9^(epoch // 10), never under 2e-4.
+        """
+        schedule = super().schedule_lr_factor()
         if schedule is None and self.finetune_lr_factor == 1.0:
             return None
         return functools.partial(

@@ -21,9 +21,14 @@ from genlab.losses.elbo import elbo, kl_standard_normal, kl_warmup_beta
 from genlab.losses.iwae import iwae_bound, log_importance_weights
 from genlab.losses.likelihoods import DecoderLikelihood
 from genlab.metrics.active_units import ActiveUnits, count_active_units
-from genlab.metrics.likelihood import importance_weighted_log_likelihood
+from genlab.metrics.likelihood import (
+    bernoulli_log_prob,
+    checked_eval_precision,
+    eval_matmuls,
+    importance_weighted_log_likelihood,
+)
 from genlab.models.base import GenerativeModule, OptimizerFactory
-from genlab.models.lr_schedules import LR_SCHEDULES, step_decay
+from genlab.models.lr_schedules import LR_SCHEDULES, floored, step_decay
 
 NetFactory = Callable[..., nn.Module]
 OBJECTIVES = ("elbo", "iwae")
@@ -66,12 +71,14 @@ class VAE(GenerativeModule):
         kl_warmup_steps: int = 0,
         eval_k: int = 5000,
         eval_chunk: int = 500,
+        eval_precision: str = "32",
         active_threshold: float = 0.01,
         active_units_train: int = 0,
         init_output_bias: str = "none",
         lr_schedule: str = "constant",
         lr_decay: float = 0.9,
         lr_decay_every: int = 10,
+        lr_min: float | None = None,
         monitor: str = "val/loss",
         monitor_mode: str = "min",
         grad_clip_norm: float | None = None,
@@ -93,9 +100,11 @@ class VAE(GenerativeModule):
             )
         self.eval_k = positive_int("eval_k", eval_k)
         self.eval_chunk = positive_int("eval_chunk", eval_chunk)
+        self.eval_precision = checked_eval_precision(eval_precision)
         self.lr_schedule = one_of("lr_schedule", lr_schedule, LR_SCHEDULES)
         self.lr_decay = fraction("lr_decay", lr_decay, open_high=False)
         self.lr_decay_every = positive_int("lr_decay_every", lr_decay_every)
+        self.lr_min = self.checked_lr_min(lr_min)
         self.encoder = encoder(in_shape=self.data_shape, out_shape=(2 * latent_dim,))
         out_channels = self.likelihood.n_params * self.data_shape[0]
         self.decoder = decoder(in_shape=(latent_dim,), out_shape=(out_channels, *self.data_shape[1:]))
@@ -164,7 +173,15 @@ class VAE(GenerativeModule):
         """log w = log p(x|z) + log p(z) - log q(z|x) at z = mean + sigma * eps, for eps (n, B, J): shape (n, B)."""
         z = reparameterize(mean, log_var, eps)
         log_qz = log_normal(z, mean, log_var).sum(-1)
-        return log_importance_weights(self.log_likelihood(x, z), self.log_prior(z), log_qz)
+        return log_importance_weights(self.eval_log_likelihood(x, z), self.log_prior(z), log_qz)
+
+    def eval_log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
+        """log p(x|z) as :meth:`log_likelihood`, for the k-sample estimate: in float32 (the cast is a no-op
+        unless called under an autocast), the Bernoulli sum in its fast form."""
+        params = self.decoder_params(z).float()
+        if self.likelihood.kind == "bernoulli":
+            return bernoulli_log_prob(x.flatten(1), params)
+        return self.likelihood.log_prob(x.flatten(1), params)
 
     def log_marginal_likelihood(
         self, x: Tensor, k: int | None = None, chunk: int | None = None, workers: int | None = None
@@ -173,16 +190,18 @@ class VAE(GenerativeModule):
 
         Each chunk decodes ``chunk`` samples for every image of ``x`` in one pass (chunk x B rows per decoder
         matmul); on CPU the chunks run on ``workers`` threads (default: torch's intra-op thread count), and the
-        estimate does not depend on how many.
+        estimate does not depend on how many. The decoder's matmuls run at ``eval_precision`` whatever the
+        trainer's precision (an outer autocast is switched off); the log-sum-exp is float32.
         """
         if workers is None:
             workers = torch.get_num_threads() if x.device.type == "cpu" else 1
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(x.device.type, enabled=False):
             mean, log_var = self.posterior(x)
             return importance_weighted_log_likelihood(
                 lambda eps: self.log_weights(x, mean, log_var, eps),
                 lambda n: torch.randn((n, *mean.shape), dtype=mean.dtype, device=mean.device),
                 k or self.eval_k, chunk or self.eval_chunk, workers,
+                context=eval_matmuls(self.eval_precision, [self.decoder]),
             )
 
     def set_output_bias(self, x: Tensor) -> None:
@@ -217,8 +236,27 @@ class VAE(GenerativeModule):
             x = self.train_images("active_units_train", self.active_units_train)
             self.log("test/active_units_train", self.train_active_units(x))
 
+    def checked_lr_min(self, lr_min: float | None) -> float | None:
+        """``lr_min`` if None or a number in [0, optimizer.lr], else a ConfigError naming ``lr_min``."""
+        if lr_min is None:
+            return None
+        positive("lr_min", lr_min, allow_zero=True)
+        lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        if lr is None:
+            raise ConfigError(f"lr_min={lr_min!r} needs an explicit optimizer.lr to compare with; set it or lr_min=null")
+        if lr_min > lr:
+            raise ConfigError(f"lr_min={lr_min!r} is not accepted: expected null or a number in [0, optimizer.lr={lr!r}]")
+        return float(lr_min)
+
     def epoch_lr_factor(self) -> Callable[[int], float] | None:
-        """The learning-rate factor of each epoch (for LambdaLR), None for a constant rate."""
+        """The schedule's factor of each epoch (for LambdaLR), floored at lr_min / lr; None for a constant rate."""
+        factor = self.schedule_lr_factor()
+        if factor is None or not self.lr_min:
+            return factor
+        return functools.partial(floored, schedule=factor, floor=self.lr_min / self.optimizer_factory.keywords["lr"])
+
+    def schedule_lr_factor(self) -> Callable[[int], float] | None:
+        """The learning-rate factor of each epoch from ``lr_schedule`` alone, None for a constant rate."""
         if self.lr_schedule == "constant":
             return None
         factor = LR_SCHEDULES[self.lr_schedule]
