@@ -188,8 +188,8 @@ VAE_TABLE = Table(
     ),
     budget_notes={
         "small": "3 of the paper's 3,280 epochs, batch 20, 54,000/6,000 split, no output-bias init (earlier runs)",
-        "cpu": "batch 100 (paper: 20), 200 epochs in 8 equal lr stages (x10^(-1/7) every 25), stopped at 2 h 50 min",
-        "long": "batch 100 (paper: 20), 800 epochs in 8 equal lr stages (x10^(-1/7) every 100), stopped at 2 h 50 min "
+        "cpu": "batch 100 (paper: 20), 200 epochs in 8 equal lr stages (x10^(-1/7) every 25), wall limit 2 h 50 min (trainer.max_time)",
+        "long": "batch 100 (paper: 20), 800 epochs in 8 equal lr stages (x10^(-1/7) every 100), wall limit 2 h 50 min "
         "unless --max-time says otherwise (then the epochs column shows where it stopped)",
         "paper": "the paper's 3,280 epochs of batch 20 (3^i-epoch stages at lr 1e-3 * 10^(-i/7))",
     },
