@@ -197,26 +197,71 @@ def paired_ratio(num: list[float], den: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den, strict=True))
 
 
-def bench_nll(images: int, threads: int, device: str = "cpu") -> dict[str, float | int | bool]:
-    """Seconds of the VAE's k=5000 importance-sampled log p(x) on the first ``images`` binarized test images.
+def bench_nll(
+    images: int, threads: int, device: str = "cpu", compare_images: int = 256, train_epochs: int = 2
+) -> dict[str, object]:
+    """Seconds of the VAE's k=5000 importance-sampled log p(x) on the first ``images`` binarized test images, at
+    conf/model/vae.yaml's ``eval_precision``; then both precisions on the first ``compare_images`` test images.
 
     ``threads`` is torch's thread count; the evaluation spends them as that many chunk workers with one
     intra-op thread each (:mod:`genlab.metrics.likelihood`). Under 10,000 images the full time is extrapolated.
+    The VAE is first trained ``train_epochs`` epochs, untimed: the cost does not depend on the weights, but the
+    bf16 error does (an untrained decoder's logits are all near 0, where bf16 rounding costs nothing).
     """
     torch.set_num_threads(threads)
     dm = load_mnist("static")
     x_all = dm.split_tensors("test")[0]
     x = x_all[:images]
     model = vae_from_conf(dm.data_shape).to(device)
+    train_vae(model, dm.split_tensors("train")[0].to(device), train_epochs, dm.batch_size)
     torch.manual_seed(0)
     start = time.perf_counter()
     for batch in x.to(device).split(dm.batch_size):
         model.log_marginal_likelihood(batch, k=model.eval_k)
     synchronize(torch.device(device))
     seconds = time.perf_counter() - start
-    return {"nll_eval_k": model.eval_k, "nll_eval_chunk": model.eval_chunk, "nll_images_measured": len(x),
-            "nll_measured_seconds": seconds, "nll_eval_seconds": extrapolate(seconds, len(x), len(x_all)),
-            "nll_eval_extrapolated": len(x) < len(x_all)}
+    report: dict[str, object] = {
+        "nll_eval_k": model.eval_k, "nll_eval_chunk": model.eval_chunk, "nll_images_measured": len(x),
+        "nll_measured_seconds": seconds, "nll_eval_seconds": extrapolate(seconds, len(x), len(x_all)),
+        "nll_eval_extrapolated": len(x) < len(x_all), "nll_eval_precision": model.eval_precision,
+        "nll_train_epochs": train_epochs,
+    }
+    if compare_images:
+        report.update(compare_eval_precisions(model, x_all[:compare_images].to(device), dm.batch_size, device))
+    return report
+
+
+def train_vae(model: torch.nn.Module, x: torch.Tensor, epochs: int, batch_size: int) -> None:
+    """``epochs`` epochs of Adam(1e-3) on the negative ELBO over ``x`` (seeded), then eval mode."""
+    torch.manual_seed(0)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        for i in torch.randperm(len(x)).split(batch_size):
+            loss = model.objective_terms(x[i], 1)[0]["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    model.eval()
+
+
+def compare_eval_precisions(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: str) -> dict[str, object]:
+    """The k-sample estimate at eval_precision=32 and =bf16 on the same images with the same noise (seed 0 each):
+    the bf16 NLL minus the float32 NLL (mean over images, and the largest per image, nats) and the time ratio."""
+    own = model.eval_precision
+    nll, seconds = {}, {}
+    for precision in ("32", "bf16"):
+        model.eval_precision = precision
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        nll[precision] = -torch.cat([model.log_marginal_likelihood(b, k=model.eval_k) for b in x.split(batch_size)])
+        synchronize(torch.device(device))
+        seconds[precision] = time.perf_counter() - start
+    model.eval_precision = own
+    diff = (nll["bf16"] - nll["32"]).double()
+    return {"nll_precision_compare_images": len(x), "nll_fp32_test_nll": nll["32"].double().mean().item(),
+            "nll_bf16_minus_fp32_nats": diff.mean().item(), "nll_bf16_minus_fp32_max_abs_nats": diff.abs().max().item(),
+            "nll_bf16_vs_fp32_seconds": seconds["bf16"] / seconds["32"]}
 
 
 def extrapolate(seconds: float, measured: int, total: int) -> float:
@@ -353,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every case's timed step count")
     parser.add_argument("--nll-images", type=int, default=256, help="test images timed for the NLL (10000 = all)")
     parser.add_argument("--nll-threads", type=int, default=2, help="torch threads for the NLL (the target: 2 cores)")
+    parser.add_argument("--nll-compare-images", type=int, default=256,
+                        help="test images on which eval_precision=bf16 is compared with 32 (nats, time); 0: skip")
+    parser.add_argument("--nll-train-epochs", type=int, default=2,
+                        help="untimed epochs of training before the NLL (the bf16 error depends on the weights)")
     parser.add_argument("--pythae-reps", type=int, default=2, help="alternations of the pythae and genlab processes")
     parser.add_argument("--pythae-nll-k", type=int, default=1000,
                         help="importance samples of the one estimator that scores both (all 10,000 test images)")
@@ -363,9 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     if (not only <= set(ALL_CASES) or min(args.reps, args.threads, args.nll_threads, args.pythae_reps,
-                                            args.pythae_nll_k) < 1 or not 1 <= args.nll_images <= 10000):
+                                            args.pythae_nll_k) < 1 or not 1 <= args.nll_images <= 10000
+            or not 0 <= args.nll_compare_images <= 10000 or args.nll_train_epochs < 0):
         parser.error(f"--only takes {ALL_CASES}; --reps, --threads, --nll-threads, --pythae-reps, --pythae-nll-k >= 1;"
-                     " --nll-images in 1..10000")
+                     " --nll-images in 1..10000; --nll-compare-images in 0..10000; --nll-train-epochs >= 0")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     report: dict[str, object] = {**machine(), "threads": args.threads, "reps": args.reps, "device": args.device}
@@ -402,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
                 fast_path_keys.append("vae_vs_pythae")
     if "nll" in only:
         print(f"nll: k=5000 on {args.nll_images} test images, {args.nll_threads} thread(s)", flush=True)
-        report.update(bench_nll(args.nll_images, args.nll_threads, args.device))
+        report.update(bench_nll(args.nll_images, args.nll_threads, args.device, args.nll_compare_images,
+                                args.nll_train_epochs))
         report["nll_threads"] = args.nll_threads
         torch.set_num_threads(args.threads)
     if "pca" in only:
