@@ -7,9 +7,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from genlab.checks import ConfigError
-from genlab.metrics.likelihood import importance_weighted_log_likelihood
+from genlab.losses.distributions import reparameterize
+from genlab.metrics.likelihood import eval_matmuls, importance_weighted_log_likelihood
 from genlab.models.vae import VAE
 from genlab.nets.mlp import MLP
 
@@ -17,10 +19,10 @@ SHAPE = (1, 4, 4)
 K, CHUNK = 37, 8  # four full chunks and a short one
 
 
-def tiny_vae() -> VAE:
+def tiny_vae(eval_precision: str = "32") -> VAE:
     torch.manual_seed(0)
     net = functools.partial(MLP, hidden=(8,), activation="relu")
-    return VAE(SHAPE, encoder=net, decoder=net, latent_dim=3).eval()
+    return VAE(SHAPE, encoder=net, decoder=net, latent_dim=3, eval_precision=eval_precision).eval()
 
 
 def images(n: int = 5) -> torch.Tensor:
@@ -88,3 +90,63 @@ def test_bad_sizes_name_the_key(key: str, kwargs: dict[str, int]) -> None:
     args = {"k": 4, "chunk": 2, "workers": 1} | kwargs
     with pytest.raises(ConfigError, match=key):
         importance_weighted_log_likelihood(lambda w: w, lambda n: torch.zeros(n, 1), **args)
+
+
+def sharp_vae(eval_precision: str) -> VAE:
+    """A tiny VAE whose decoder logits reach |l| ~ 7 through the output bias (as Burda et al.'s data-initialised
+    bias does on MNIST's border pixels): a bias rounded to bf16 would move each logit by up to 7 * 2^-9."""
+    model = tiny_vae(eval_precision)
+    layer = model.decoder.layers[-1]
+    with torch.no_grad():
+        layer.bias.copy_(torch.linspace(-7.0, 7.0, layer.bias.numel()))
+    return model
+
+
+# bf16 keeps 8 significant bits (one rounding: 2^-9 relative). With float32 accumulation, bias, output and sums, a
+# logit's error is a few roundings of its 8 products h_j W_dj (~0.1 each here: ~1e-3), weighted by x - sigmoid(l) in
+# log p(x|z): a few 1e-3 nats per image on this 16-pixel model, under 0.01 (the 784-pixel MNIST VAE: 0.02 mean, 0.12
+# max, experiments/BENCHMARKS.md). The Bernoulli terms summed in bf16 are off by more (the negative control below).
+BF16_ATOL = 0.01
+
+
+def test_bf16_decoder_matmuls_match_float32_within_a_hundredth_of_a_nat() -> None:
+    x = images(16)
+    torch.manual_seed(7)
+    fp32 = sharp_vae("32").log_marginal_likelihood(x, 200, 64)
+    torch.manual_seed(7)
+    bf16 = sharp_vae("bf16").log_marginal_likelihood(x, 200, 64)
+    torch.testing.assert_close(bf16, fp32, rtol=0, atol=BF16_ATOL)
+    assert not torch.equal(bf16, fp32)  # the premise: the bf16 path did round
+    # negative control: the same logits rounded to bf16 before the Bernoulli sum (no float32 output) are
+    # further off than the tolerance, so the tolerance can see a bf16 likelihood
+    model = sharp_vae("32")
+    mean, log_var = model.posterior(x)
+    eps = torch.randn(200, 16, 3, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        logits = model.decoder_params(reparameterize(mean, log_var, eps))
+        exact = (logits * x.flatten(1)).sum(-1) - F.softplus(logits).sum(-1)
+        rounded = logits.bfloat16()
+        coarse = ((rounded * x.flatten(1).bfloat16()).sum(-1) - F.softplus(rounded).sum(-1)).float()
+    assert (coarse - exact).abs().mean() > BF16_ATOL
+
+
+def test_eval_matmuls_float32_path_equals_f_linear() -> None:
+    gen = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(20, 30)
+    x = torch.randn(4, 5, 20, generator=gen)
+    with torch.inference_mode():
+        expected = layer(x)
+        with eval_matmuls("32")():
+            got = layer(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert got.dtype == torch.float32
+
+
+@pytest.mark.parametrize("value", ["16", "fp16", 64, "bf32", None])
+def test_bad_eval_precision_names_the_key(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"eval_precision=.*expected one of \['32', 'bf16'\]"):
+        tiny_vae(value)  # type: ignore[arg-type]
+
+
+def test_eval_precision_accepts_the_yaml_int_32() -> None:
+    assert tiny_vae(32).eval_precision == "32"  # type: ignore[arg-type]
