@@ -8,6 +8,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.profilers import PassThroughProfiler
+from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import Tensor
 
 from genlab.data.tensor_loader import Block
@@ -15,6 +18,29 @@ from genlab.models.train_log import AxisValue, TrainLog
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 TRAIN_LOG_ARGS = {"on_step", "on_epoch", "prog_bar"}  # training logs the base's TrainLog takes; others go to self.log
+# The hooks Lightning's manual_backward calls around loss.backward(), on every callback and on the module.
+BACKWARD_HOOKS = ("on_before_backward", "on_after_backward")
+
+
+def overrides_hook(obj: object, base: type, name: str) -> bool:
+    """Whether ``obj``'s class defines hook ``name`` other than ``base``'s no-op (a listener for that hook)."""
+    return getattr(type(obj), name, None) is not getattr(base, name)
+
+
+def plain_backward_applies(trainer: L.Trainer, module: L.LightningModule) -> bool:
+    """Whether ``manual_backward(loss)`` would do no more than ``module.backward(loss)`` plus hooks nobody implements.
+
+    True for full precision (Lightning's plain ``Precision``) on one device (``SingleDeviceStrategy``), without a
+    profiler, when no callback and not the module define ``on_before_backward``/``on_after_backward``. Mixed
+    precision (loss scaling), DDP (gradient sync set-up) and profiled runs keep Lightning's path.
+    """
+    return (
+        type(trainer.precision_plugin) is Precision
+        and type(trainer.strategy) is SingleDeviceStrategy
+        and isinstance(trainer.profiler, PassThroughProfiler)
+        and not any(overrides_hook(module, L.LightningModule, h) for h in BACKWARD_HOOKS)
+        and not any(overrides_hook(cb, L.Callback, h) for cb in trainer.callbacks for h in BACKWARD_HOOKS)
+    )
 
 
 class NonFiniteError(FloatingPointError):
@@ -61,6 +87,7 @@ class GenerativeModule(L.LightningModule):
         # Filled by genlab.train with the resolved run config; stored in checkpoints as plain data.
         self.run_config: dict[str, Any] | None = None
         self._train_log = TrainLog()
+        self._plain_backward = False  # decided per fit in on_fit_start (plain_backward_applies)
         # The "step" and "epoch" of each stage's rows, as metrics (Lightning needs them as submodules).
         self.x_axis = torch.nn.ModuleDict(
             {f"{stage}_{key}": AxisValue() for stage in ("train", "val", "test") for key in ("step", "epoch")}
@@ -115,7 +142,10 @@ class GenerativeModule(L.LightningModule):
         weights and the optimizer state stay those of the last good step.
         """
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        if self._plain_backward:
+            self.backward(loss)  # what manual_backward reaches here, without two rounds of no-op hook dispatch
+        else:
+            self.manual_backward(loss)
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         # Under 16-mixed the gradients here are still multiplied by the GradScaler's scale (it unscales inside
         # optimizer.step), so clip at scale * max_norm; and an overflowing step is expected now and then: the
@@ -135,6 +165,11 @@ class GenerativeModule(L.LightningModule):
             if scaler is None:
                 self.ensure_finite(norm, f"gradient norm of {what}")
         optimizer.step()
+
+    def on_fit_start(self) -> None:
+        # Lightning dispatches on_before_backward/on_after_backward to every callback and the module at every
+        # optimizer step, each call with its bookkeeping; skipped when the dispatch would reach no implementation.
+        self._plain_backward = plain_backward_applies(self.trainer, self)
 
     # -- training: blocks of minibatches ---------------------------------------------------------
     def train_step(self, batch: tuple[Tensor, ...]) -> None:

@@ -2,8 +2,9 @@
 
 Per training batch of m real samples (Lightning manual optimization, so mixed precision and DDP work):
 ``n_critic`` discriminator steps, each on the same real batch against m fresh generated samples (so an epoch
-is one pass of generator steps over the data), then one generator step on m fresh samples. Each step toggles
-its optimizer (only that net's parameters get gradients) and goes through the base's guarded ``optimize``.
+is one pass of generator steps over the data), then one generator step on m fresh samples. Only that net's
+parameters get gradients (D's steps draw G's samples under no_grad; G's step toggles its optimizer, freezing
+D), and each step goes through the base's guarded ``optimize``.
 The objective comes from the ``loss`` config group (:mod:`genlab.losses.gan_losses`).
 
 Packing (PacGAN, Lin et al. 2018): with ``pack=m`` the discriminator judges m samples at once. Every call goes
@@ -204,11 +205,12 @@ class GAN(GenerativeModule):
         m = x.shape[0]
         opt_d, opt_g = self.optimizers()
         for _ in range(self.n_critic):
-            with self.toggled_optimizer(opt_d):
-                with torch.no_grad():
-                    fake = self._squash(self.generator(self.noise(m)))
-                d_terms = self.discriminator_objective(x, fake)
-                self.optimize(opt_d, d_terms["d_loss"], "train/d_loss")
+            # No toggling for D's step: G runs under no_grad, so its parameters get no gradient either way.
+            with torch.no_grad():
+                fake = self._squash(self.generator(self.noise(m)))
+            d_terms = self.discriminator_objective(x, fake)
+            self.optimize(opt_d, d_terms["d_loss"], "train/d_loss")
+        # G's step freezes D (Lightning's toggle), so its backward skips D's weight gradients.
         with self.toggled_optimizer(opt_g):
             g_loss = self.loss.generator_loss(self.discriminate(self._squash(self.generator(self.noise(m)))))
             self.optimize(opt_g, g_loss, "train/g_loss")
