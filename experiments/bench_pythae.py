@@ -8,9 +8,11 @@ The job: the 784-400-20 ReLU VAE (Bernoulli decoder: pythae ``reconstruction_los
 genlab ``likelihood=bernoulli`` on logits; the same -ELBO at one sample), Adam lr 1e-3, batch 128, 5 epochs,
 on genlab's statically binarized MNIST split (the same training and validation images for both: pythae gets
 them as ``train_data`` / ``eval_data``). Each side is one fresh ``python`` process timed from launch to exit,
-as a user runs it: ``python -m genlab ...`` with its default callbacks and logger (``test=false``: pythae has
-no test pass; the NLL is scored apart), and this file's ``train`` command for pythae with its trainer's
-defaults (an evaluation pass per epoch, the best model kept, the final model saved).
+as a user runs it: ``python -m genlab`` with :data:`GENLAB_JOB` (CSV logger and the lean callbacks, as a user
+running this job beside pythae would; ``test=false``: pythae has no test pass; the NLL is scored apart), and this
+file's ``train`` command for pythae with its trainer's defaults (an evaluation pass per epoch, the best model
+kept, the final model saved). genlab with its default logger and callbacks (:data:`GENLAB_DEFAULT_JOB`) is timed
+in the same alternation (``vae_vs_pythae_default``).
 
 Scoring: both trained nets are loaded into genlab's :class:`~genlab.models.vae.VAE` (pythae's layers map one
 to one; its sigmoid is the Bernoulli mean of the same logits) and scored by
@@ -33,7 +35,13 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-GENLAB_JOB = ["model=vae", "data=mnist", "data.binarize=static", "trainer.max_epochs=5", "test=false"]
+# genlab as a user runs this job next to pythae: its CSV logger (pythae writes a local log, no tracker) and the
+# lean callbacks (the default set without pictures; pythae draws none): same model, data, epochs, validation.
+GENLAB_JOB = ["model=vae", "data=mnist", "data.binarize=static", "trainer.max_epochs=5", "test=false", "logger=csv",
+              "callbacks=lean"]
+# The same job with genlab's defaults (W&B offline unless logged in, every picture callback): timed too, so the
+# cost of the defaults is on record (vae_vs_pythae_default).
+GENLAB_DEFAULT_JOB = GENLAB_JOB[:5]
 EPOCHS, BATCH, LR, LATENT, HIDDEN = 5, 128, 1e-3, 20, 400
 
 
@@ -152,28 +160,37 @@ def bench_vs_pythae(workdir: Path, reps: int, threads: int, nll_k: int, nll_thre
     except ImportError:
         sys.exit('bench_pythae: pythae is not installed; `pip install -e ".[bench]"` (pythae==0.1.2)')
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
-    walls: dict[str, list[float]] = {"pythae": [], "genlab": []}
-    cpus: dict[str, list[float]] = {"pythae": [], "genlab": []}
+    commands = {
+        "pythae": [sys.executable, str(HERE / "bench_pythae.py"), "train", "--out"],
+        "genlab": [sys.executable, "-m", "genlab", *GENLAB_JOB],
+        "genlab_default": [sys.executable, "-m", "genlab", *GENLAB_DEFAULT_JOB],
+    }
+    names = list(commands)
+    walls: dict[str, list[float]] = {name: [] for name in names}
+    cpus: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(reps):
-        for way in ("pythae", "genlab") if rep % 2 == 0 else ("genlab", "pythae"):
+        for way in names[rep % len(names):] + names[: rep % len(names)]:  # the order rotates
             run_dir = workdir / f"{way}_{rep}"
             run_dir.mkdir(parents=True)
-            cmd = ([sys.executable, str(HERE / "bench_pythae.py"), "train", "--out", str(run_dir)] if way == "pythae"
-                   else [sys.executable, "-m", "genlab", *GENLAB_JOB, f"hydra.run.dir={run_dir}"])
+            cmd = [*commands[way], str(run_dir)] if way == "pythae" else [*commands[way], f"hydra.run.dir={run_dir}"]
             wall, cpu = timed(cmd, env, run_dir / "output.log")
             walls[way].append(wall)
             cpus[way].append(cpu)
-        print(f"  pythae rep {rep + 1}/{reps}: pythae {walls['pythae'][-1]:.1f} s, genlab {walls['genlab'][-1]:.1f} s",
-              flush=True)
+        print(f"  pythae rep {rep + 1}/{reps}: " + ", ".join(f"{n} {walls[n][-1]:.1f} s" for n in names), flush=True)
     torch.set_num_threads(nll_threads)
     x = mnist_splits()["test"]
     last = reps - 1
     nll = {"pythae": test_nll(load_pythae_into_genlab(workdir / f"pythae_{last}" / "pythae_vae.pt"), x, nll_k),
            "genlab": test_nll(load_genlab_checkpoint(workdir / f"genlab_{last}" / "checkpoints" / "last.ckpt"), x, nll_k)}
+    def ratio(clock: dict[str, list[float]], way: str) -> float:
+        return statistics.median(p / g for p, g in zip(clock["pythae"], clock[way], strict=True))
+
     return {
-        "vae_vs_pythae": statistics.median(p / g for p, g in zip(walls["pythae"], walls["genlab"], strict=True)),
-        "vae_vs_pythae_cpu": statistics.median(p / g for p, g in zip(cpus["pythae"], cpus["genlab"], strict=True)),
+        "vae_vs_pythae": ratio(walls, "genlab"), "vae_vs_pythae_cpu": ratio(cpus, "genlab"),
+        "vae_vs_pythae_default": ratio(walls, "genlab_default"),
+        "pythae_genlab_command": "python -m genlab " + " ".join(GENLAB_JOB),
         "pythae_wall_seconds": walls["pythae"], "genlab_wall_seconds": walls["genlab"],
+        "genlab_default_wall_seconds": walls["genlab_default"],
         "pythae_cpu_seconds": cpus["pythae"], "genlab_cpu_seconds": cpus["genlab"],
         "pythae_threads": threads, "pythae_test_nll": nll["pythae"], "genlab_test_nll": nll["genlab"],
         "pythae_nll_k": nll_k, "pythae_nll_images": len(x),
