@@ -119,7 +119,7 @@ BUDGETS = {
         note="the protocol's 400 epochs: 400,000 generator steps a run",
     ),
     "cpu": Budget(
-        20, 1, TOY_CPU_EPOCHS, 5, tuple(range(5)), (0, 1, 2), (0, 1, 2),
+        20, 1, TOY_CPU_EPOCHS, 10, tuple(range(5)), (0, 1, 2), (0, 1, 2),
         ("trainer.max_epochs=10", "trainer.limit_train_batches=500"),
         note="20 of the protocol's 400 epochs: 20,000 generator steps a run",
     ),
@@ -174,8 +174,9 @@ def epochs_overrides(epochs: int, val_every: int, pack: int) -> tuple[str, ...]:
 
 
 def gan2d_rows(budget: Budget, epochs: int, tables: Sequence[str], data: Sequence[str],
-               seeds: tuple[int, ...] | None = None, toy_epochs: int | None = None) -> list[Row]:  # fmt: skip
-    """The PacGAN table (GAN, PacGAN2-4) and the losses table on ``data``, at ``epochs`` pack-1 epochs.
+               seeds: tuple[int, ...] | None = None, toy_epochs: int | None = None,
+               losses: Sequence[str] = LOSSES) -> list[Row]:  # fmt: skip
+    """The PacGAN table (GAN, PacGAN2-4) and the losses table (rows of ``losses``) on ``data``, at ``epochs``.
 
     ``data`` ring/grid are PacGAN's protocol; ring8/grid25 the VEEGAN-style toys (the losses table only), at
     ``toy_epochs`` epochs of their 20,000 samples (default: the budget's).
@@ -185,7 +186,7 @@ def gan2d_rows(budget: Budget, epochs: int, tables: Sequence[str], data: Sequenc
     for d in data:
         if d in VEEGAN_TOYS:
             if "losses" in tables:
-                rows += veegan_loss_rows(budget, d, toy_epochs or budget.toy_epochs, seeds)
+                rows += veegan_loss_rows(budget, d, toy_epochs or budget.toy_epochs, seeds, losses)
             continue
         if "pacgan" in tables:
             for m in PACKS:
@@ -196,7 +197,7 @@ def gan2d_rows(budget: Budget, epochs: int, tables: Sequence[str], data: Sequenc
                     seeds or budget.pacgan_seeds, PACGAN_TABLE1[(d, m)],
                 ))  # fmt: skip
         if "losses" in tables:
-            for loss in LOSSES:
+            for loss in losses:
                 # The nonsaturating row is the GAN row's command: its runs are shared.
                 rows.append(Row(
                     "losses", d, loss,
@@ -207,7 +208,8 @@ def gan2d_rows(budget: Budget, epochs: int, tables: Sequence[str], data: Sequenc
     return rows
 
 
-def veegan_loss_rows(budget: Budget, d: str, epochs: int, seeds: tuple[int, ...] | None) -> list[Row]:
+def veegan_loss_rows(budget: Budget, d: str, epochs: int, seeds: tuple[int, ...] | None,
+                     losses: Sequence[str] = LOSSES) -> list[Row]:  # fmt: skip
     """The five losses on a VEEGAN-style toy (experiment=gan_ring8|gan_grid25) for ``epochs`` epochs of batch 256."""
     val_every = max(1, min(budget.toy_val_every, epochs // 4 or 1))
     base = (f"experiment={VEEGAN_TOYS[d]}", f"data.batch_size={TOY_BATCH}", f"trainer.max_epochs={epochs}",
@@ -221,7 +223,7 @@ def veegan_loss_rows(budget: Budget, d: str, epochs: int, seeds: tuple[int, ...]
             seeds or budget.loss_seeds,
             VEEGAN_GAN[d] if loss == "nonsaturating" else None,
         )  # fmt: skip
-        for loss in LOSSES
+        for loss in losses
     ]
 
 
@@ -630,8 +632,16 @@ def section(records: dict, rows: Sequence[Row], pictures: dict[str, str]) -> str
                 if chosen:
                     lines += toy_table(table, d, chosen, records, pictures.get(f"{table}_{d}"))
     veegan = [r for r in toy if r.data in VEEGAN_TOYS]
-    if veegan:
+    if veegan or records.get("budget_curves"):
         lines += ["### The five losses on the VEEGAN-style toys", "", VEEGAN_PROTOCOL, ""]
+        lines += budget_curve_lines(records, pictures)
+        if not veegan:
+            lines += [
+                f"Not run yet. `python experiments/reproduce.py gan2d --budget cpu --only losses --data ring8,grid25` "
+                f"({TOY_CPU_EPOCHS} epochs a run, 5 losses x 3 seeds per toy; `--losses minimax,nonsaturating` "
+                "runs the chapter's two first; `--dry-run` lists every command).",
+                "",
+            ]
         for d in VEEGAN_TOYS:
             chosen = [r for r in veegan if r.data == d]
             if chosen:
@@ -652,6 +662,43 @@ def section(records: dict, rows: Sequence[Row], pictures: dict[str, str]) -> str
     if "modes" in records or "mnist" in records:
         lines += short_budget_section(records)
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def budget_curve_lines(records: dict, pictures: dict[str, str]) -> list[str]:
+    """The single-seed curves the toy budgets were chosen from: command, cost, load, and where the plateau starts."""
+    lines = []
+    for d, rec in sorted(records.get("budget_curves", {}).items()):
+        lines += [
+            f"Budget chosen from one measured curve, {TOY_NAMES[d]}, {rec['what']}: {rec['reading']} "
+            f"Commands: {'; then '.join(f'`{c}`' for c in rec['commands'])} ({rec['cost']}, {rec['date']}).",
+            "",
+        ]
+        if f"budget_{d}" in pictures:
+            lines += [f"![{d} budget curve]({pictures[f'budget_{d}']})", ""]
+    return lines
+
+
+def budget_curve_figure(rec: dict, title: str, path: Path) -> None:
+    """Modes, high quality % and reverse KL of one recorded curve against generator steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("modes", "modes covered", 1.0), ("hq", "high quality %", 100.0), ("mode_kl", "reverse KL (nats)", 1.0)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(15, 3.8))
+    steps = [p["step"] for p in rec["curve"]]
+    for ax, (key, label, scale) in zip(axes, keys):
+        ax.plot(steps, [p[key] * scale for p in rec["curve"]], marker="o", ms=3)
+        for chosen in rec.get("chosen_steps", []):
+            ax.axvline(chosen, color="k", ls="--", lw=0.8)
+        ax.set_xlabel("generator steps")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title + " (dashed: the chosen budget)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def speed_line(speed: dict) -> str:
@@ -786,6 +833,9 @@ def add_arguments(parser: argparse.ArgumentParser, what: str) -> None:
             default="ring,grid",
             help="ring,grid (PacGAN's protocol); ring8,grid25 (VEEGAN-style toys, losses table only)",
         )
+        parser.add_argument(
+            "--losses", default=",".join(LOSSES), help="rows of the losses table, e.g. minimax,nonsaturating"
+        )
         parser.add_argument("--epochs", type=int, default=None, help="pack-1 epochs (default: the budget's)")
         parser.add_argument("--toy-epochs", type=int, default=None,
                             help="epochs of the VEEGAN-style toys' 20,000 samples (default: the budget's)")  # fmt: skip
@@ -821,6 +871,10 @@ def write_outputs(records: dict, rows: Sequence[Row], write_to: Path) -> None:
                              f"{table} table, {TOY_NAMES[d]}: mean ± SE over seeds at every validation",
                              write_to / name)  # fmt: skip
                 pictures[f"{table}_{d}"] = name
+    for d, rec in sorted(records.get("budget_curves", {}).items()):
+        name = f"gan2d_budget_curve_{d}.png"
+        budget_curve_figure(rec, f"{TOY_NAMES[d]}, {rec['what']}", write_to / name)
+        pictures[f"budget_{d}"] = name
     mnist = [r for r in recorded if r.table == "mnist"]
     if mnist:
         curve_figure(mnist, records, [("fd", "FD (classifier features)", 1.0), ("precision", "precision", 1.0),
@@ -898,7 +952,11 @@ def main_gan2d(args: argparse.Namespace) -> None:
     if set(tables) - {"pacgan", "losses"} or set(data) - set(ALL_TOYS):
         raise SystemExit(f"--only takes pacgan,losses and --data ring,grid,ring8,grid25; got {args.only!r}, "
                          f"{args.data!r}")  # fmt: skip
-    rows = gan2d_rows(budget, args.epochs or budget.epochs, tables, data, parse_seeds(args.seeds), args.toy_epochs)
+    losses = [loss for loss in args.losses.split(",") if loss]
+    if not losses or set(losses) - set(LOSSES):
+        raise SystemExit(f"--losses takes a subset of {','.join(LOSSES)}; got {args.losses!r}")
+    rows = gan2d_rows(budget, args.epochs or budget.epochs, tables, data, parse_seeds(args.seeds), args.toy_epochs,
+                      losses)  # fmt: skip
     run_and_write(rows, args)
 
 

@@ -176,6 +176,10 @@ def test_veegan_toy_loss_rows_budget_and_table(tmp_path: Path) -> None:
     o = overrides_of(ns)
     assert o["experiment"] == "gan_ring8" and o["trainer.max_epochs"] == "100" and "loss" not in o
     assert overrides_of(rows[0])["loss"] == "minimax" and ns.published == gan_bench.VEEGAN_GAN["ring8"]
+    assert o["trainer.check_val_every_n_epoch"] == "10"  # 10 points of the curve
+    chapter = gan_bench.gan2d_rows(budget, 20, ("losses",), ("grid25",), losses=("minimax", "nonsaturating"))
+    assert [(r.data, r.name) for r in chapter] == [("grid25", "minimax"), ("grid25", "nonsaturating")]
+    assert overrides_of(chapter[0])["trainer.max_epochs"] == str(gan_bench.TOY_CPU_EPOCHS)
     # ceil(20,000 / 256) = 79 steps an epoch; 100 epochs draw 2M samples = 5 % of PacGAN's 40M.
     assert gan_bench.steps_and_samples(ns) == (7900, 2_000_000)
     assert gan_bench.budget_text(ns) == (
@@ -202,3 +206,18 @@ def test_veegan_toy_loss_rows_budget_and_table(tmp_path: Path) -> None:
     assert (tmp_path / "gan2d_losses_ring8.png").stat().st_size > 0
     # PacGAN's protocol is still announced as not run, since only the VEEGAN-style toys have rows.
     assert "Not run yet." in text
+
+
+def test_budget_curve_is_drawn_and_cited_before_any_toy_row(tmp_path: Path) -> None:
+    """A recorded single-seed budget curve: its PNG, reading and commands appear; the toy table says it is not run."""
+    curve = [{"step": 790 * k, "modes": 8.0, "hq": 0.1 * k, "mode_kl": 0.5} for k in (1, 2, 3)]
+    records = {"runs": {}, "budget_curves": {"ring8": {
+        "what": "nonsaturating, seed 0", "reading": "HQ rises to 30 %.", "commands": ["a", "b"],
+        "cost": "1 s", "date": "today", "chosen_steps": [1580], "curve": curve,
+    }}}  # fmt: skip
+    gan_bench.write_outputs(records, [], tmp_path)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "Budget chosen from one measured curve, VEEGAN-style ring8, nonsaturating, seed 0: HQ rises to 30 %." in text
+    assert "Commands: `a`; then `b` (1 s, today)." in text and "![ring8 budget curve](gan2d_budget_curve_ring8.png)" in text
+    assert (tmp_path / "gan2d_budget_curve_ring8.png").stat().st_size > 0
+    assert "Not run yet. `python experiments/reproduce.py gan2d --budget cpu --only losses --data ring8,grid25`" in text
