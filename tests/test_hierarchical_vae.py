@@ -65,7 +65,7 @@ def test_log_weight_is_the_sum_of_the_five_log_densities_recomputed_from_the_net
     x = X
     eps = torch.randn(7, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     mean, log_var = model.posterior(x)
-    log_w = model.log_weights(x, mean, log_var, eps)
+    log_w = model.log_weight_terms(x, mean, log_var, eps).log_w  # the training path, in float64 here
 
     def gaussian(out: torch.Tensor, j: int) -> Normal:
         m, raw = out[..., :j], out[..., j:]
@@ -83,6 +83,8 @@ def test_log_weight_is_the_sum_of_the_five_log_densities_recomputed_from_the_net
     )
     assert log_w.shape == (7, 3)
     torch.testing.assert_close(log_w, expected, rtol=1e-10, atol=1e-10)
+    # the estimate's path: the same, with log p(x|z1) in float32 (the VAE's eval_log_likelihood)
+    torch.testing.assert_close(model.log_weights(x, mean, log_var, eps), expected, rtol=1e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
@@ -144,6 +146,18 @@ def test_estimate_is_the_same_on_one_or_two_worker_threads() -> None:
         torch.manual_seed(4)
         estimates.append(model.log_marginal_likelihood(X, k=300, chunk=64, workers=workers))
     torch.testing.assert_close(estimates[0], estimates[1], rtol=0, atol=1e-6)
+
+
+def test_eval_precision_bf16_reaches_the_decoder_and_stays_close_to_float32() -> None:
+    model = tiny(data_shape=(1, 8, 8), j1=5, j2=3, hidden=(32,))
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)).bernoulli()
+    estimates = {}
+    for precision in ("32", "bf16"):
+        model.eval_precision = precision
+        torch.manual_seed(2)
+        estimates[precision] = model.log_marginal_likelihood(x, k=200, chunk=50, workers=1)
+    difference = (estimates["bf16"] - estimates["32"]).abs()
+    assert (difference > 0).any() and (difference < 0.05).all(), difference  # applied, and harmless
 
 
 def test_shapes_of_every_output() -> None:

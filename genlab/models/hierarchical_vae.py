@@ -27,7 +27,7 @@ from genlab.losses.distributions import LOG_2PI, floor_log_var, log_normal, repa
 from genlab.losses.elbo import elbo, kl_standard_normal
 from genlab.losses.iwae import iwae_bound, log_importance_weights
 from genlab.metrics.active_units import ActiveUnits, count_active_units
-from genlab.metrics.likelihood import importance_weighted_log_likelihood
+from genlab.metrics.likelihood import eval_matmuls, importance_weighted_log_likelihood
 from genlab.models.base import OptimizerFactory  # noqa: F401 (resolves the merged constructor's type hints)
 from genlab.models.vae import VAE, NetFactory
 
@@ -119,15 +119,18 @@ class HierarchicalVAE(VAE):
         """The standard-normal draws of n samples of (z1, z2) for q(z1|x) of mean ``mean`` (B, J1): (n, B, J1 + J2)."""
         return torch.randn((n, mean.shape[0], self.latent_dim + self.latent_dim2), dtype=mean.dtype, device=mean.device)
 
-    def log_weight_terms(self, x: Tensor, mean: Tensor, log_var: Tensor, eps: Tensor) -> LogWeightTerms:
-        """The log-densities of the samples z1 = m1 + s1 eps[..., :J1], z2 = m2(z1) + s2(z1) eps[..., J1:]."""
+    def log_weight_terms(
+        self, x: Tensor, mean: Tensor, log_var: Tensor, eps: Tensor, for_estimate: bool = False
+    ) -> LogWeightTerms:
+        """The log-densities of the samples z1 = m1 + s1 eps[..., :J1], z2 = m2(z1) + s2(z1) eps[..., J1:];
+        ``for_estimate``: log p(x|z1) by the VAE's evaluation form (float32, fast Bernoulli sum)."""
         eps1, eps2 = eps.split((self.latent_dim, self.latent_dim2), dim=-1)
         z1 = reparameterize(mean, log_var, eps1)
         mean2, log_var2 = self.posterior2(z1)
         z2 = reparameterize(mean2, log_var2, eps2)
         prior_mean, prior_log_var = self.prior1(z2)
         return LogWeightTerms(
-            log_px_z1=self.log_likelihood(x, z1),
+            log_px_z1=self.eval_log_likelihood(x, z1) if for_estimate else self.log_likelihood(x, z1),
             log_pz1_z2=log_normal(z1, prior_mean, prior_log_var).sum(-1),
             log_pz2=self.log_prior(z2),
             log_qz1=log_normal(z1, mean, log_var).sum(-1),
@@ -159,21 +162,23 @@ class HierarchicalVAE(VAE):
 
     def log_weights(self, x: Tensor, mean: Tensor, log_var: Tensor, eps: Tensor) -> Tensor:
         """log w of the samples drawn from eps (n, B, J1 + J2) through q(z1|x) of (mean, log_var): shape (n, B)."""
-        return self.log_weight_terms(x, mean, log_var, eps).log_w
+        return self.log_weight_terms(x, mean, log_var, eps, for_estimate=True).log_w
 
     def log_marginal_likelihood(
         self, x: Tensor, k: int | None = None, chunk: int | None = None, workers: int | None = None
     ) -> Tensor:
         """Importance-weighted estimate of log p(x) per example, (B,), with ``k`` (default ``eval_k``) samples of
-        (z1, z2) ~ q(z1|x) q(z2|z1); chunks and workers as :meth:`VAE.log_marginal_likelihood`."""
+        (z1, z2) ~ q(z1|x) q(z2|z1); chunks, workers and ``eval_precision`` (of the x decoder) as
+        :meth:`VAE.log_marginal_likelihood`."""
         if workers is None:
             workers = torch.get_num_threads() if x.device.type == "cpu" else 1
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(x.device.type, enabled=False):
             mean, log_var = self.posterior(x)
             return importance_weighted_log_likelihood(
                 lambda eps: self.log_weights(x, mean, log_var, eps),
                 lambda n: self.noise(n, mean),
                 k or self.eval_k, chunk or self.eval_chunk, workers,
+                context=eval_matmuls(self.eval_precision, [self.decoder]),
             )
 
     # -- active units per layer ---------------------------------------------------------------
