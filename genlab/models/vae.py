@@ -71,7 +71,7 @@ class VAE(GenerativeModule):
         kl_warmup_steps: int = 0,
         eval_k: int = 5000,
         eval_chunk: int = 500,
-        eval_precision: str = "32",
+        eval_precision: str | int = "32",
         active_threshold: float = 0.01,
         active_units_train: int = 0,
         init_output_bias: str = "none",
