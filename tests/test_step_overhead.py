@@ -16,25 +16,18 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from test_fast_path import _gan  # the same tiny GAN the fast-path tests train
 
 from genlab.callbacks.progress import MinibatchProgressBar
 from genlab.checks import ConfigError
 from genlab.data.toy2d import Toy2DDataModule
-from genlab.losses.gan_losses import NonSaturating
 from genlab.models.gan import GAN
-from genlab.nets.mlp import MLP
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-2)
 
 
 def _ring(**kwargs: Any) -> Toy2DDataModule:
     return Toy2DDataModule(kind="ring8", n_train=200, n_val=64, n_test=64, batch_size=32, **kwargs)
-
-
-def _gan() -> GAN:
-    torch.manual_seed(0)
-    return GAN((2,), functools.partial(MLP, hidden=[16]), functools.partial(MLP, hidden=[16]), NonSaturating(),
-               ADAM, ADAM, latent_dim=2, n_critic=2, ema_decay=0.9, sample_metrics=False)
 
 
 def _trainer(tmp_path: Path, **kwargs: Any) -> L.Trainer:

@@ -27,7 +27,6 @@ from genlab.losses.distributions import LOG_2PI, floor_log_var, log_normal, repa
 from genlab.losses.elbo import elbo, kl_standard_normal
 from genlab.losses.iwae import iwae_bound, log_importance_weights
 from genlab.metrics.active_units import ActiveUnits, count_active_units
-from genlab.metrics.likelihood import eval_matmuls, importance_weighted_log_likelihood
 from genlab.models.base import OptimizerFactory  # noqa: F401 (resolves the merged constructor's type hints)
 from genlab.models.vae import VAE, NetFactory
 
@@ -163,23 +162,6 @@ class HierarchicalVAE(VAE):
     def log_weights(self, x: Tensor, mean: Tensor, log_var: Tensor, eps: Tensor) -> Tensor:
         """log w of the samples drawn from eps (n, B, J1 + J2) through q(z1|x) of (mean, log_var): shape (n, B)."""
         return self.log_weight_terms(x, mean, log_var, eps, for_estimate=True).log_w
-
-    def log_marginal_likelihood(
-        self, x: Tensor, k: int | None = None, chunk: int | None = None, workers: int | None = None
-    ) -> Tensor:
-        """Importance-weighted estimate of log p(x) per example, (B,), with ``k`` (default ``eval_k``) samples of
-        (z1, z2) ~ q(z1|x) q(z2|z1); chunks, workers and ``eval_precision`` (of the x decoder) as
-        :meth:`VAE.log_marginal_likelihood`."""
-        if workers is None:
-            workers = torch.get_num_threads() if x.device.type == "cpu" else 1
-        with torch.inference_mode(), torch.autocast(x.device.type, enabled=False):
-            mean, log_var = self.posterior(x)
-            return importance_weighted_log_likelihood(
-                lambda eps: self.log_weights(x, mean, log_var, eps),
-                lambda n: self.noise(n, mean),
-                k or self.eval_k, chunk or self.eval_chunk, workers,
-                context=eval_matmuls(self.eval_precision, [self.decoder]),
-            )
 
     # -- active units per layer ---------------------------------------------------------------
     def observe_latents(self, stage: str, mean: Tensor, y: Tensor) -> None:

@@ -183,6 +183,10 @@ class VAE(GenerativeModule):
             return bernoulli_log_prob(x.flatten(1), params)
         return self.likelihood.log_prob(x.flatten(1), params)
 
+    def noise(self, n: int, mean: Tensor) -> Tensor:
+        """The standard-normal draws of n latent samples for q(z|x) of mean ``mean`` (B, J): (n, B, J)."""
+        return torch.randn((n, *mean.shape), dtype=mean.dtype, device=mean.device)
+
     def log_marginal_likelihood(
         self, x: Tensor, k: int | None = None, chunk: int | None = None, workers: int | None = None
     ) -> Tensor:
@@ -199,7 +203,7 @@ class VAE(GenerativeModule):
             mean, log_var = self.posterior(x)
             return importance_weighted_log_likelihood(
                 lambda eps: self.log_weights(x, mean, log_var, eps),
-                lambda n: torch.randn((n, *mean.shape), dtype=mean.dtype, device=mean.device),
+                lambda n: self.noise(n, mean),
                 k or self.eval_k, chunk or self.eval_chunk, workers,
                 context=eval_matmuls(self.eval_precision, [self.decoder]),
             )
