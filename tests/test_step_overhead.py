@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,6 @@ from genlab.callbacks.progress import MinibatchProgressBar
 from genlab.checks import ConfigError
 from genlab.data.toy2d import Toy2DDataModule
 from genlab.models.gan import GAN
-
-ADAM = functools.partial(torch.optim.Adam, lr=1e-2)
 
 
 def _ring(**kwargs: Any) -> Toy2DDataModule:
