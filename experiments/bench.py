@@ -48,7 +48,7 @@ from genlab.data.toy2d import Toy2DDataModule  # noqa: E402
 
 TRAINING_CASES = ("vae", "gan", "toy_gan")
 ALL_CASES = (*TRAINING_CASES, "nll", "pca", "startup", "pythae")
-STARTUP_JOB = ["model=vae", "data=mnist", "data.binarize=static", "trainer.max_steps=2", "test=false"]
+STARTUP_JOB = ["model=vae", "data=mnist", "data.binarize=static", "data.steps_per_block=1", "trainer.max_steps=2", "test=false"]
 STARTUP_LEAN = ["logger=csv", "callbacks=lean"]  # the same job with the CSV logger and no picture callbacks
 IMPORT_FLOOR = "import torch, lightning"  # what any Lightning program pays before its first line of its own
 
