@@ -783,6 +783,8 @@ def measure_speed(packs: Sequence[int], steps: int, warmup: int) -> dict[int, tu
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    from genlab import cpu_matmul
+
     class Clock(L.Callback):
         def __init__(self) -> None:
             self.times: list[float] = []
@@ -797,6 +799,7 @@ def measure_speed(packs: Sequence[int], steps: int, warmup: int) -> dict[int, tu
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=["experiment=pacgan_ring", f"model.pack={m}",
                                                 f"data.batch_size={100 * m}"])  # fmt: skip
+        cpu_matmul.select(cfg.cpu_matmul)  # as python -m genlab does
         torch.manual_seed(0)
         dm = instantiate(cfg.data)
         model = instantiate(cfg.model, data_shape=list(dm.data_shape), loss=instantiate(cfg.loss))

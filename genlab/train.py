@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from genlab import console
+from genlab import console, cpu_matmul
 from genlab.accelerator import check_accelerator
 from genlab.callbacks.interrupt import Interrupted, resume_command
 from genlab.checkpoint_check import check_resumable
@@ -98,6 +98,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_run_folder(output_dir, cfg.get("ckpt_path"), "hydra.sweep.dir" if multirun else "hydra.run.dir")
     accelerator = cfg.trainer.get("accelerator")
     check_accelerator(accelerator, "trainer=gpu" if choice("trainer") == "gpu" else f"trainer.accelerator={accelerator}")
+    matmul = cpu_matmul.select(cfg.get("cpu_matmul", "auto"))
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate_checked(cfg.data, "data")
@@ -120,7 +121,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_path is not None:
         check_resumable(ckpt_path, model)  # a short message instead of Lightning's unpickling traceback
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    metrics: dict[str, Any] = {"model": choice("model"), "data": choice("data"), "seed": cfg.seed}
+    metrics: dict[str, Any] = {"model": choice("model"), "data": choice("data"), "seed": cfg.seed, "cpu_matmul": matmul}
     metrics.update(scalar_metrics(trainer.callback_metrics))
 
     best = best_checkpoint(trainer)

@@ -28,6 +28,7 @@ BAD_INPUTS = [
     ("unknown option value", ["model.reconstruction=l1"], ["model.reconstruction='l1'", "mse", "bce"]),
     ("iwae k=0", ["model=iwae", "model.k=0"], ["model.k=0", "> 0"]),
     ("gan n_critic=0", ["model=gan", "data=ring8", "model.n_critic=0"], ["model.n_critic=0", "> 0"]),
+    ("unknown cpu_matmul", ["cpu_matmul=fast"], ["cpu_matmul='fast'", "auto", "blas", "onednn"]),
     ("unknown precision", ["trainer.precision=bf17"], ["trainer.precision='bf17'", "bf16-mixed", "16-mixed"]),
     # limit_*_batches are null in conf/trainer/cpu.yaml (Lightning's default) and still checked against the Trainer.
     ("wrong batch limit", ["trainer.limit_val_batches=all"], ["trainer.limit_val_batches='all'", "int", "float"]),

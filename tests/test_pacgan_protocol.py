@@ -19,13 +19,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 # -- maxout and init --------------------------------------------------------------------------------------
-def test_maxout_is_the_max_over_contiguous_groups_of_pieces() -> None:
+def test_maxout_is_the_max_over_each_units_pieces() -> None:
     torch.manual_seed(0)
     layer = Maxout(3, 4, pieces=5)
     x = torch.randn(7, 3)
-    w, b = layer.linear.weight, layer.linear.bias  # (4 * 5, 3): unit j owns rows 5j .. 5j + 4 (Blocks' layout)
+    w, b = layer.linear.weight, layer.linear.bias  # (5 * 4, 3): piece k of unit j is row 4k + j
     expected = torch.stack(
-        [torch.stack([x @ w[5 * j + k] + b[5 * j + k] for k in range(5)], 1).max(1).values for j in range(4)], 1
+        [torch.stack([x @ w[4 * k + j] + b[4 * k + j] for k in range(5)], 1).max(1).values for j in range(4)], 1
     )
     torch.testing.assert_close(layer(x), expected)
     # Each unit's gradient flows to the winning piece only.

@@ -7,15 +7,14 @@ The noise is drawn on the calling thread in chunk order and the chunks' log-sum-
 so the estimate does not depend on the number of workers.
 
 The cost is the decoder's last matmul and the likelihood's elementwise passes over its output. :class:`EvalMatmuls`
-sets the matmuls' precision (``eval_precision``): ``32`` keeps float32 and, on CPU, runs it through oneDNN (on
-the AMD EPYC bench machine MKL's sgemm was 2.2-2.4x slower for the same float32 product); ``bf16`` multiplies
-the decoder's layers in bfloat16 with float32 accumulation, bias and output, so everything after the matmul
-(softplus, sums, log-sum-exp) stays float32.
+sets the matmuls' precision (``eval_precision``): ``32`` keeps float32 (run by the library that
+:mod:`genlab.cpu_matmul` chose: oneDNN on the AMD EPYC bench machine, where MKL's sgemm was 2.2-2.4x slower);
+``bf16`` multiplies the decoder's layers in bfloat16 with float32 accumulation, bias and output, so everything
+after the matmul (softplus, sums, log-sum-exp) stays float32.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -50,29 +49,9 @@ def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
     return (logits * x).sum(-1) - F.softplus(logits).sum(-1)
 
 
-@functools.cache
-def onednn_linear() -> Callable[..., Tensor] | None:
-    """oneDNN's float32 linear (y = x W^T + b on 2-D CPU tensors) when this torch build has it, else None.
-
-    ``torch.ops.mkldnn._linear_pointwise`` is the op Inductor lowers CPU linears to; it is probed once against
-    F.linear, so a torch without it (or with another signature) falls back to F.linear instead of failing.
-    """
-    if not torch.backends.mkldnn.is_available():
-        return None
-    try:
-        op = torch.ops.mkldnn._linear_pointwise
-        gen = torch.Generator().manual_seed(0)
-        x, w, b = (torch.randn(s, generator=gen) for s in ((3, 5), (4, 5), (4,)))
-        with torch.inference_mode():
-            ok = torch.allclose(op(x, w, b, "none", [], ""), F.linear(x, w, b), atol=1e-5)
-    except (AttributeError, RuntimeError):
-        return None
-    return (lambda x, w, b: op(x, w, b, "none", [], "")) if ok else None
-
-
 class EvalMatmuls(TorchFunctionMode):
     """F.linear at the evaluation's precision: in bfloat16 for the weights in ``bf16_weights`` (their id -> a
-    bfloat16 copy; float32 accumulation, bias and output), in float32 otherwise (oneDNN on CPU without autograd).
+    bfloat16 copy; float32 accumulation, bias and output), unchanged otherwise.
 
     A torch function mode is thread-local: enter one in each thread that evaluates (``context`` of
     :func:`importance_weighted_log_likelihood`).
@@ -81,7 +60,6 @@ class EvalMatmuls(TorchFunctionMode):
     def __init__(self, bf16_weights: dict[int, Tensor] | None = None) -> None:
         super().__init__()
         self.bf16_weights = bf16_weights or {}
-        self.fp32 = onednn_linear()
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
@@ -94,9 +72,6 @@ class EvalMatmuls(TorchFunctionMode):
             y = F.linear(x.to(torch.bfloat16), low).float()
             # the bias added in float32 (in place: a mixed-dtype add was 2.8x slower than convert-then-add)
             return y if bias is None else y.add_(bias)
-        if (self.fp32 is not None and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-                and x.dim() >= 2 and (torch.is_inference_mode_enabled() or not torch.is_grad_enabled())):
-            return self.fp32(x.reshape(-1, x.shape[-1]), weight, bias).reshape(*x.shape[:-1], weight.shape[0])
         return func(*args, **kwargs)
 
 
@@ -110,7 +85,7 @@ def eval_matmuls(precision: str, low_precision: Iterable[nn.Module] = ()) -> Con
             for layer in module.modules():
                 if isinstance(layer, nn.Linear):
                     bf16[id(layer.weight)] = layer.weight.detach().to(torch.bfloat16)
-    return lambda: EvalMatmuls(bf16)
+    return (lambda: EvalMatmuls(bf16)) if bf16 else nullcontext
 
 
 def _chunk_log_sum_exp(
