@@ -16,6 +16,11 @@ optimizer step (default logger and callbacks) beside a process that only imports
 ``pythae`` is :mod:`bench_pythae`. Prints a table and writes ``experiments/bench.json`` (one flat object);
 the keys whose genlab runs train with more than one optimizer step per loader item (the fast path,
 ``data.steps_per_block`` > 1) are listed under ``fast_path_keys``.
+
+genlab multiplies float32 matrices with the library ``cpu_matmul=auto`` picks (:mod:`genlab.cpu_matmul`:
+oneDNN where it is exact and faster); a hand-written loop gets torch's default (MKL's sgemm). ``*_vs_minimal``
+compares the two as a user gets them; where genlab's pick is not the default, ``*_vs_minimal_same_matmul``
+times the hand-written loop on genlab's library too (the per-step overhead alone), and the NLL runs on it.
 """
 
 from __future__ import annotations
@@ -33,8 +38,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+import yaml
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -42,6 +49,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_loops import gan_step, make_gan, make_vae, run_loop, synchronize, vae_step  # noqa: E402
 
+from genlab import cpu_matmul  # noqa: E402
 from genlab.data.idx import DataFileError  # noqa: E402
 from genlab.data.mnist import MNISTDataModule  # noqa: E402
 from genlab.data.toy2d import Toy2DDataModule  # noqa: E402
@@ -178,11 +186,17 @@ def bench_training(case: Case, reps: int, threads: int, workdir: Path, device: s
         "genlab_no_bar": lambda: run_genlab(case, threads, False, workdir),
         "minimal": lambda: run_loop("minimal", case.make_step(), case.x, case.y, case.batch_size, case.steps,
                                     case.warmup, device),
+        # The hand-written loop on the matmul library genlab chose (cpu_matmul=auto): the per-step overhead alone.
+        "minimal_same_matmul": lambda: on_genlab_matmul(
+            lambda: run_loop("minimal", case.make_step(), case.x, case.y, case.batch_size, case.steps, case.warmup,
+                             device)),
         "dataloader": lambda: run_loop("dataloader", case.make_step(), case.x, case.y, case.batch_size,
                                        case.steps, case.warmup, device),
     }
     if not case.bar_off:
         del ways["genlab_no_bar"]
+    if device != "cpu" or genlab_cpu_matmul() == "blas":  # the same loop as "minimal"
+        del ways["minimal_same_matmul"]
     names = list(ways)
     for rep in range(reps):
         order = names[rep % len(names):] + names[: rep % len(names)]
@@ -191,6 +205,29 @@ def bench_training(case: Case, reps: int, threads: int, workdir: Path, device: s
             case.results.setdefault(name, []).append(ways[name]())
         print(f"  {case.name} rep {rep + 1}/{reps}: "
               + ", ".join(f"{k} {case.results[k][-1]:.1f}" for k in names), flush=True)
+
+
+def genlab_cpu_matmul() -> str:
+    """The library ``python -m genlab`` multiplies with here: conf/config.yaml's cpu_matmul, resolved (its probe)."""
+    setting = yaml.safe_load((REPO / "conf" / "config.yaml").read_text())["cpu_matmul"]
+    before = cpu_matmul.onednn_enabled()
+    try:
+        return cpu_matmul.select(setting)
+    finally:
+        cpu_matmul.use_onednn(before)
+
+
+T = TypeVar("T")
+
+
+def on_genlab_matmul(run: Callable[[], T]) -> T:
+    """``run()`` with float32 matmuls on genlab's library; this process keeps torch's default otherwise."""
+    before = cpu_matmul.onednn_enabled()
+    cpu_matmul.use_onednn(genlab_cpu_matmul() == "onednn")
+    try:
+        return run()
+    finally:
+        cpu_matmul.use_onednn(before)
 
 
 def paired_ratio(num: list[float], den: list[float]) -> float:
@@ -429,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     report: dict[str, object] = {**machine(), "threads": args.threads, "reps": args.reps, "device": args.device}
+    probe = cpu_matmul.probe()
+    report.update({"cpu_matmul": genlab_cpu_matmul(), "cpu_matmul_probe_blas_us": probe.blas_us,
+                   "cpu_matmul_probe_onednn_us": probe.onednn_us, "cpu_matmul_probe_onednn_error": probe.onednn_error})
     if args.device == "cuda" and ({"pca", "pythae"} & only):
         parser.error("--device cuda times the training cases, nll and startup; pca and pythae run on the CPU only")
     print(f"bench: {report['machine']}; load average {report['load_average_start']}; {args.threads} thread(s)")
@@ -445,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
             report[f"{case.name}_vs_dataloader"] = paired_ratio(r["genlab"], r["dataloader"])
             if case.bar_off:
                 report[f"{case.name}_no_bar_vs_minimal"] = paired_ratio(r["genlab_no_bar"], r["minimal"])
+            if "minimal_same_matmul" in r:
+                report[f"{case.name}_vs_minimal_same_matmul"] = paired_ratio(r["genlab"], r["minimal_same_matmul"])
             if uses_fast_path(case.overrides):
                 fast_path_keys += [k for k in report if k.startswith(f"{case.name}_")]
         if "startup" in only:
@@ -462,8 +504,8 @@ def main(argv: list[str] | None = None) -> int:
                 fast_path_keys.append("vae_vs_pythae")
     if "nll" in only:
         print(f"nll: k=5000 on {args.nll_images} test images, {args.nll_threads} thread(s)", flush=True)
-        report.update(bench_nll(args.nll_images, args.nll_threads, args.device, args.nll_compare_images,
-                                args.nll_train_epochs))
+        report.update(on_genlab_matmul(lambda: bench_nll(args.nll_images, args.nll_threads, args.device,
+                                                          args.nll_compare_images, args.nll_train_epochs)))
         report["nll_threads"] = args.nll_threads
         torch.set_num_threads(args.threads)
     if "pca" in only:

@@ -12,7 +12,8 @@ as a user runs it: ``python -m genlab`` with :data:`GENLAB_JOB` (CSV logger and 
 running this job beside pythae would; ``test=false``: pythae has no test pass; the NLL is scored apart), and this
 file's ``train`` command for pythae with its trainer's defaults (an evaluation pass per epoch, the best model
 kept, the final model saved). genlab with its default logger and callbacks (:data:`GENLAB_DEFAULT_JOB`) is timed
-in the same alternation (``vae_vs_pythae_default``).
+in the same alternation (``vae_vs_pythae_default``), and so is genlab on torch's BLAS (``cpu_matmul=blas``, as
+pythae multiplies: ``vae_vs_pythae_blas``), which separates genlab's matmul choice from the rest of its speed.
 
 Scoring: both trained nets are loaded into genlab's :class:`~genlab.models.vae.VAE` (pythae's layers map one
 to one; its sigmoid is the Bernoulli mean of the same logits) and scored by
@@ -164,6 +165,8 @@ def bench_vs_pythae(workdir: Path, reps: int, threads: int, nll_k: int, nll_thre
         "pythae": [sys.executable, str(HERE / "bench_pythae.py"), "train", "--out"],
         "genlab": [sys.executable, "-m", "genlab", *GENLAB_JOB],
         "genlab_default": [sys.executable, "-m", "genlab", *GENLAB_DEFAULT_JOB],
+        # pythae multiplies with torch's BLAS; this run shows what genlab's own choice (cpu_matmul=auto) adds
+        "genlab_blas": [sys.executable, "-m", "genlab", *GENLAB_JOB, "cpu_matmul=blas"],
     }
     names = list(commands)
     walls: dict[str, list[float]] = {name: [] for name in names}
@@ -188,9 +191,10 @@ def bench_vs_pythae(workdir: Path, reps: int, threads: int, nll_k: int, nll_thre
     return {
         "vae_vs_pythae": ratio(walls, "genlab"), "vae_vs_pythae_cpu": ratio(cpus, "genlab"),
         "vae_vs_pythae_default": ratio(walls, "genlab_default"),
+        "vae_vs_pythae_blas": ratio(walls, "genlab_blas"),
         "pythae_genlab_command": "python -m genlab " + " ".join(GENLAB_JOB),
         "pythae_wall_seconds": walls["pythae"], "genlab_wall_seconds": walls["genlab"],
-        "genlab_default_wall_seconds": walls["genlab_default"],
+        "genlab_default_wall_seconds": walls["genlab_default"], "genlab_blas_wall_seconds": walls["genlab_blas"],
         "pythae_cpu_seconds": cpus["pythae"], "genlab_cpu_seconds": cpus["genlab"],
         "pythae_threads": threads, "pythae_test_nll": nll["pythae"], "genlab_test_nll": nll["genlab"],
         "pythae_nll_k": nll_k, "pythae_nll_images": len(x),

@@ -190,3 +190,11 @@ def test_pythae_weights_load_into_genlab_vae_as_the_same_model(tmp_path: Path) -
         torch.testing.assert_close(log_var, out.log_covariance, atol=1e-4, rtol=0)  # genlab's soft floor at -12
         z = torch.randn(4, 20)
         torch.testing.assert_close(ours.decode(z), theirs.decoder(z).reconstruction)  # sigmoid(logits) both
+
+
+def test_the_same_matmul_loop_runs_on_genlabs_library_and_leaves_this_process_on_the_default() -> None:
+    from genlab import cpu_matmul
+
+    before = cpu_matmul.onednn_enabled()
+    assert bench.on_genlab_matmul(cpu_matmul.onednn_enabled) == (bench.genlab_cpu_matmul() == "onednn")
+    assert cpu_matmul.onednn_enabled() == before
