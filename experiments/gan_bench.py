@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import json
 import math
 import os
@@ -42,7 +43,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -860,6 +861,21 @@ def load_records(write_to: Path) -> dict:
     return records
 
 
+def update_records(write_to: Path, change: Callable[[dict], None]) -> dict:
+    """Apply ``change`` to the records on disk and write them back, under a lock: two tables running at once (or
+    the speed command beside a table) each add their own entries instead of overwriting the other's."""
+    write_to.mkdir(parents=True, exist_ok=True)
+    path = write_to / "gan_results.json"
+    with (write_to / "gan_results.json.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = load_records(write_to)
+        change(records)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+    return records
+
+
 def write_outputs(records: dict, rows: Sequence[Row], write_to: Path) -> None:
     """The curve PNGs of ``rows`` and the ``## GANs`` section of RESULTS.md in ``write_to``."""
     pictures: dict[str, str] = {}
@@ -977,11 +993,13 @@ def run_and_write(rows: Sequence[Row], args: argparse.Namespace) -> None:
     if args.dry_run:
         dry_run(rows, records, args.threads, args.trainer, records.get("speed"))
         return
-    args.write_to.mkdir(parents=True, exist_ok=True)
-    path = args.write_to / "gan_results.json"
 
     def save() -> None:
-        path.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+        def merge(disk: dict) -> None:
+            for part in ("runs", "rows"):
+                disk.setdefault(part, {}).update(records.get(part, {}))
+
+        records.update(update_records(args.write_to, merge))  # and this table sees runs recorded meanwhile
 
     run_rows(rows, records, save, args.out, args.threads, args.jobs, args.trainer, args.rerun)
     write_outputs(records, recorded_rows(records), args.write_to)
@@ -1017,16 +1035,15 @@ def dispatch(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
         load_before = os.getloadavg()[0]
         rates = measure_speed([int(p) for p in args.packs.split(",")], args.steps, args.warmup)
-        records = load_records(args.write_to)
-        records["speed"] = {
+        speed = {
             "steps_per_s": {str(m): round(r[0], 2) for m, r in rates.items()},
             "steps_per_cpu_s": {str(m): round(r[1], 2) for m, r in rates.items()},
             "steps": args.steps, "warmup": args.warmup, "threads": torch.get_num_threads(),
             "machine": cpu_name() + f", {torch.get_num_threads()} thread", "load_before": f"{load_before:.1f}",
             "load_after": f"{os.getloadavg()[0]:.1f}", "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         }  # fmt: skip
-        (args.write_to / "gan_results.json").write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
-        print(speed_line(records["speed"]))
+        update_records(args.write_to, lambda records: records.update(speed=speed))
+        print(speed_line(speed))
     else:
         records = load_records(args.write_to)
         write_outputs(records, recorded_rows(records), args.write_to)

@@ -221,3 +221,21 @@ def test_budget_curve_is_drawn_and_cited_before_any_toy_row(tmp_path: Path) -> N
     assert "Commands: `a`; then `b` (1 s, today)." in text and "![ring8 budget curve](gan2d_budget_curve_ring8.png)" in text
     assert (tmp_path / "gan2d_budget_curve_ring8.png").stat().st_size > 0
     assert "Not run yet. `python experiments/reproduce.py gan2d --budget cpu --only losses --data ring8,grid25`" in text
+
+
+def test_records_written_by_two_tables_at_once_keep_each_others_runs(tmp_path: Path) -> None:
+    """Two processes' saves interleave: each save adds its own entries to the file instead of overwriting it."""
+    import threading
+
+    def table(name: str) -> None:
+        for i in range(20):
+            gan_bench.update_records(tmp_path, lambda r, i=i: r["runs"].__setitem__(f"{name} seed={i}", {"i": i}))
+
+    threads = [threading.Thread(target=table, args=(n,)) for n in ("ring", "grid")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    gan_bench.update_records(tmp_path, lambda r: r.update(speed={"steps": 1}))
+    records = json.loads((tmp_path / "gan_results.json").read_text())
+    assert len(records["runs"]) == 40 and records["speed"] == {"steps": 1}
