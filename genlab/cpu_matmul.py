@@ -4,15 +4,21 @@ On the AMD EPYC bench machine MKL's sgemm runs at half of oneDNN's speed for eve
 (100x400 @ 400x400 on one thread: 293 vs 146 us, forward and backward alike). torch routes float32 matmuls to
 oneDNN only when ``torch.backends.mkldnn.matmul.fp32_precision`` permits reduced precision (``"bf16"``). oneDNN
 then multiplies in bfloat16 only where the CPU has bfloat16 matrix units (AMX); elsewhere it stays in float32.
-``auto`` measures exactly that once per process: it turns oneDNN on when its product matches float64 to float32
-accuracy and is faster, so the numbers never drop to bfloat16 behind the user's back.
+``auto`` measures exactly that: it turns oneDNN on when its product matches float64 to float32 accuracy and is
+faster, so the numbers never drop to bfloat16 behind the user's back. The verdict is kept per CPU model and torch
+version in ``$GENLAB_CACHE_DIR`` (default ``~/.cache/genlab``), so every run on a machine multiplies with the
+same library (the same config and seed give the same numbers) even when a loaded machine would time it otherwise.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import os
+import platform
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -90,14 +96,56 @@ def probe() -> Probe:
     return Probe(error, blas, onednn)
 
 
+def cache_file() -> Path:
+    """Where ``auto`` keeps its verdicts: ``$GENLAB_CACHE_DIR/cpu_matmul.json``, else under ``~/.cache/genlab``."""
+    root = os.environ.get("GENLAB_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "genlab"
+    return Path(root) / "cpu_matmul.json"
+
+
+def machine_key() -> str:
+    """The CPU model and torch version: what the verdict depends on."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model} | torch {torch.__version__}"
+
+
+def auto_verdict() -> bool:
+    """Whether ``auto`` uses oneDNN here: the cached verdict for this machine, else :func:`probe`'s (then cached).
+
+    An unreadable or corrupt cache is probed again and rewritten; a cache that cannot be written is skipped.
+    """
+    path, key = cache_file(), machine_key()
+    try:
+        cached = json.loads(path.read_text())
+        return bool(cached[key]["onednn"])
+    except (OSError, ValueError, KeyError, TypeError):
+        cached = None
+    result = probe()
+    entries = cached if isinstance(cached, dict) else {}
+    entries[key] = {"onednn": result.onednn_wins, **asdict(result)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(entries, indent=2) + "\n")
+        tmp.replace(path)
+    except OSError:
+        pass
+    return result.onednn_wins
+
+
 def select(setting: str, key: str = "cpu_matmul") -> str:
     """Apply ``setting`` (one of CPU_MATMULS) and return the library now in use, ``"blas"`` or ``"onednn"``.
 
-    ``onednn`` forces oneDNN even where it would multiply in bfloat16 (CPUs with AMX); ``auto`` uses :func:`probe`.
+    ``onednn`` forces oneDNN even where it would multiply in bfloat16 (CPUs with AMX); ``auto`` uses
+    :func:`auto_verdict`.
     """
     setting = one_of(key, setting, CPU_MATMULS)
     if not available():
         return "blas"
-    enabled = setting == "onednn" or (setting == "auto" and probe().onednn_wins)
+    enabled = setting == "onednn" or (setting == "auto" and auto_verdict())
     use_onednn(enabled)
     return "onednn" if enabled else "blas"

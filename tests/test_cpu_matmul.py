@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -12,7 +14,8 @@ needs_switch = pytest.mark.skipif(not cpu_matmul.available(), reason="this torch
 
 
 @pytest.fixture(autouse=True)
-def _restore_backend():
+def _restore_backend(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLAB_CACHE_DIR", str(tmp_path / "cache"))
     before = cpu_matmul.onednn_enabled()
     yield
     cpu_matmul.use_onednn(before)
@@ -43,6 +46,21 @@ def test_auto_follows_the_probe_and_the_probe_leaves_the_switch_as_it_was() -> N
     assert result.blas_us > 0 and result.onednn_us > 0
     assert cpu_matmul.select("auto") == ("onednn" if result.onednn_wins else "blas")
     assert cpu_matmul.onednn_enabled() == result.onednn_wins
+
+
+@needs_switch
+def test_auto_keeps_the_machines_cached_verdict_and_reprobes_a_corrupt_cache() -> None:
+    path = cpu_matmul.cache_file()
+    probed = cpu_matmul.probe().onednn_wins
+    assert cpu_matmul.select("auto") == ("onednn" if probed else "blas")
+    cached = json.loads(path.read_text())[cpu_matmul.machine_key()]
+    assert cached["onednn"] == probed and cached["blas_us"] > 0
+    # a verdict on record wins over a new measurement: every run on this machine multiplies alike
+    path.write_text(json.dumps({cpu_matmul.machine_key(): {"onednn": not probed}}))
+    assert cpu_matmul.select("auto") == ("blas" if probed else "onednn")
+    path.write_text("{not json")
+    assert cpu_matmul.select("auto") == ("onednn" if probed else "blas")
+    assert json.loads(path.read_text())[cpu_matmul.machine_key()]["onednn"] == probed
 
 
 def test_a_probe_that_is_not_float32_exact_or_not_faster_keeps_blas() -> None:
