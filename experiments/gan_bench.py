@@ -50,6 +50,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
+from provenance import git_commit
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"
@@ -285,6 +286,7 @@ def run_one(row: Row, seed: int, out: Path, threads: int, trainer: str | None) -
     env.setdefault("WANDB_MODE", "offline")
     args = [*row.overrides, *([f"trainer={trainer}"] if trainer else []), f"seed={seed}",
             "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    commit = git_commit()
     loads = [os.getloadavg()[0]]
     start, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     log = (out / "logs").joinpath(f"{row.table}_{row.data}_{re.sub(r'[^A-Za-z0-9]+', '_', row.name)}_{seed}.log")
@@ -320,6 +322,9 @@ def run_one(row: Row, seed: int, out: Path, threads: int, trainer: str | None) -
         "threads": threads,
         "machine": cpu_name() + (f", trainer={trainer}" if trainer else ""),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        # the code that ran and the matmul library it picked: what "same config, same seed" needs besides the command
+        "commit": commit,
+        "cpu_matmul": metrics.get("cpu_matmul"),
         "run_dir": str(run_dir),
         "picture": str(pictures[-1]) if pictures else None,
         "final": {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))},

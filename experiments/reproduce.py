@@ -34,6 +34,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from provenance import git_commit
+
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"
 RESULTS = EXPERIMENTS / "RESULTS.md"
@@ -360,6 +362,7 @@ def execute(table: Table, run: Run, budget: str, seed: int, args: argparse.Names
     env.setdefault("WANDB_MODE", "offline")
     if args.threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
+    commit = git_commit()
     load_start = os.getloadavg()[0]
     start, cpu_start = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     if not finished(folder, overrides):
@@ -389,6 +392,8 @@ def execute(table: Table, run: Run, budget: str, seed: int, args: argparse.Names
         "epochs": epochs_done(folder),
         "machine": machine() + (f", {args.threads} thread{'s' * (args.threads > 1)} per run" if args.threads else ""),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit,
+        "cpu_matmul": metrics.get("cpu_matmul"),
         "run_dir": str(folder.relative_to(REPO)) if folder.is_relative_to(REPO) else str(folder),
         "metrics": {k: v for k, v in metrics.items() if k.startswith(("test/", "val/"))},
         "curve": read_curve(folder, table.curve_metric),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -154,6 +155,10 @@ def test_one_real_run_is_recorded_with_its_curve(tmp_path: Path) -> None:
     assert rec["final"]["val/modes"] == metrics["val/modes"] == rec["curve"][-1]["modes"]
     assert rec["command"].startswith("OMP_NUM_THREADS=1 python -m genlab experiment=pacgan_ring model.pack=2")
     assert rec["wall_s"] > 0 and rec["load_max"] >= rec["load_mean"] > 0 and rec["picture"].endswith(".png")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    if head:  # the code that ran, and the matmul library python -m genlab picked
+        assert head.startswith(rec["commit"].removesuffix("+dirty"))
+    assert rec["cpu_matmul"] == metrics["cpu_matmul"] in ("blas", "onednn")
 
 
 def test_reproduce_py_gan2d_subcommand_delegates_here(tmp_path: Path, capsys) -> None:
