@@ -404,7 +404,9 @@ def recorded_rows(records: dict) -> list[Row]:
     def order(row: Row) -> tuple:
         steps = row_runs(row, records)[0]["steps"] or 0
         data = (*ALL_TOYS, "mnist").index(row.data)
-        return (("pacgan", "losses", "mnist").index(row.table), data, steps,
+        # PacGAN3's 334-batch epochs give 20,040 steps where the others have 20,000: the same budget, by 1 %.
+        budget = float(f"{steps:.2g}")
+        return (("pacgan", "losses", "mnist").index(row.table), data, budget,
                 names.index(row.name) if row.name in names else len(names))  # fmt: skip
 
     return sorted(rows, key=order)
