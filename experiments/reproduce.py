@@ -20,6 +20,7 @@ import argparse
 import csv
 import importlib.util
 import json
+import math
 import os
 import platform
 import resource
@@ -83,6 +84,7 @@ class Table:
     curve_metric: str = "curve/test_nll"
     curve_label: str = "test NLL (nats)"
     final_metric: str | None = "test/nll"  # drawn at the last epoch beside the curve (None: a different quantity)
+    lower_is_better: bool = True  # of curve_metric: orders the runs in the equal-epochs comparison
     smoke: tuple[str, ...] = SMOKE
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -294,6 +296,7 @@ VADE_TABLE = Table(
     smoke=(*SMOKE, "model.pretrain_epochs=1"),
     curve_metric="val/acc",
     curve_label="validation accuracy",
+    lower_is_better=False,
 )
 
 TABLES = {table.name: table for table in (VAE_TABLE, VADE_TABLE)}
@@ -457,6 +460,32 @@ def plot_curves(table: Table, budget: str, recs: list[dict], folder: Path = CURV
     return path
 
 
+def equal_epochs(table: Table, budget: str, recs: list[dict], points: int = 6) -> list[str]:
+    """Runs of one budget side by side at the epochs every curve has (mean over seeds), best run first per epoch."""
+    by_run: dict[str, dict[int, list[float]]] = {}
+    for rec in recs:
+        for epoch, value in rec.get("curve") or []:
+            by_run.setdefault(rec["name"], {}).setdefault(epoch, []).append(value)
+    names = [run.name for run in table.runs if run.name in by_run]
+    common = sorted(set.intersection(*(set(by_run[n]) for n in names))) if len(names) > 1 else []
+    if not common:
+        return []
+    step = max(1, math.ceil(len(common) / points))
+    shown = sorted({*common[::-1][::step], common[0]})
+    lines = [
+        f"{table.name}, budget {budget}: {table.curve_label} at equal epochs (the curves; mean over seeds)",
+        "",
+        "| epoch | " + " | ".join(names) + " | order, best first |",
+        "|" + "---|" * (len(names) + 2),
+    ]
+    for epoch in shown:
+        means = {n: statistics.mean(by_run[n][epoch]) for n in names}
+        order = sorted(names, key=lambda n: means[n], reverse=not table.lower_is_better)
+        sign = " < " if table.lower_is_better else " > "
+        lines.append(f"| {epoch + 1} | " + " | ".join(f"{means[n]:.2f}" for n in names) + f" | {sign.join(order)} |")
+    return [*lines, ""]
+
+
 def cost(rec: dict) -> str:
     load = rec["load"] if isinstance(rec["load"], list) else [rec["load"]]
     return (
@@ -479,7 +508,7 @@ def section(table: Table, records: dict[str, dict], curves_dir: Path = CURVES, r
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    pictures = []
+    pictures, comparisons = [], []
     for budget in dict.fromkeys(r["budget"] for r in records.values()):
         recs_budget = [r for r in records.values() if r["budget"] == budget]
         for run in table.runs:
@@ -497,6 +526,7 @@ def section(table: Table, records: dict[str, dict], curves_dir: Path = CURVES, r
                 lines.append("| " + " | ".join(cells) + " |")
             if table.summary and (summary := table.summary(run, budget, recs)):
                 lines.append("| " + " | ".join([run.title, f"{budget}: over seeds", "all", *summary, "", ""]) + " |")
+        comparisons += equal_epochs(table, budget, recs_budget)
         png = plot_curves(table, budget, recs_budget, curves_dir)
         if png is not None:
             rel = os.path.relpath(png, results.parent)
@@ -506,7 +536,7 @@ def section(table: Table, records: dict[str, dict], curves_dir: Path = CURVES, r
         "- Wall times are on a machine shared with other jobs: the load average at the start and end of "
         "each run is recorded; CPU time is the run's own."
     )
-    return "\n".join(lines + ["", *pictures, "", "Notes:", *notes]) + "\n"
+    return "\n".join(lines + ["", *comparisons, *pictures, "", "Notes:", *notes]) + "\n"
 
 
 def write_section(heading: str, text: str, path: Path = RESULTS) -> None:

@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO
 from hydra import compose, initialize_config_dir
 
+sys.path.insert(0, str(REPO / "experiments"))  # reproduce.py imports its sibling provenance.py
 spec = importlib.util.spec_from_file_location("reproduce", REPO / "experiments" / "reproduce.py")
 reproduce = importlib.util.module_from_spec(spec)
 sys.modules["reproduce"] = reproduce  # dataclasses look their module up there
@@ -111,3 +112,26 @@ def test_a_delegated_subcommand_gets_its_own_options_and_is_dispatched(tmp_path,
     assert capsys.readouterr().out.strip() == "dispatched toy paper"
     with pytest.raises(SystemExit):
         reproduce.main(["toy", "--unknown"])
+
+
+def test_vae_section_compares_the_runs_at_the_epochs_every_curve_has(tmp_path: Path) -> None:
+    def record(name: str, seed: int, curve: list[list[float]]) -> dict:
+        return {
+            "name": name, "budget": "cpu", "seed": seed, "command": "python -m genlab", "wall_s": 60.0,
+            "cpu_s": 60.0, "load": [1.0, 1.0], "epochs": 30, "machine": "cpu", "date": "2026-01-01 00:00 UTC",
+            "curve": curve, "metrics": {"test/nll": curve[-1][1]},
+        }
+
+    records = {
+        "vae:cpu:0": record("vae", 0, [[9, 100.0], [19, 95.0], [29, 90.0]]),
+        "iwae5:cpu:0": record("iwae5", 0, [[9, 99.0], [19, 96.0], [29, 89.0]]),
+        "iwae5:cpu:1": record("iwae5", 1, [[9, 101.0], [19, 98.0], [29, 87.0]]),
+        "iwae50:cpu:0": record("iwae50", 0, [[9, 98.0], [19, 94.0]]),  # stopped early: epoch 30 is not shared
+    }
+    text = reproduce.section(reproduce.TABLES["vae"], records, tmp_path / "curves", tmp_path / "RESULTS.md")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert rows == [
+        "| 10 | 100.00 | 100.00 | 98.00 | iwae50 < vae < iwae5 |",
+        "| 20 | 95.00 | 97.00 | 94.00 | iwae50 < vae < iwae5 |",
+    ]
+    assert "| epoch | vae | iwae5 | iwae50 | order, best first |" in text
