@@ -81,14 +81,14 @@ def test_vade_section_has_a_row_per_seed_and_mean_std_best_over_seeds(tmp_path: 
             "name": "vade",
             "budget": "cpu",
             "seed": seed,
-            "command": f"python -m genlab seed={seed}",
+            "command": f"python -m genlab model.pretrain_epochs=1 seed={seed}",
             "wall_s": 600.0,
             "cpu_s": 900.0,
             "load": [2.0, 3.0],
             "epochs": 150,
             "machine": "cpu, 2 cores",
             "date": "2026-01-01 00:00 UTC",
-            "curve": [[0, 0.5], [1, acc]],
+            "curve": [[0, 0.5], [1, acc - 0.3], [2, acc]],
             "metrics": {"test/all_acc": acc, "test/all_nmi": acc - 0.1, "test/all_ari": acc - 0.2, "test/acc": acc},
         }
 
@@ -96,6 +96,7 @@ def test_vade_section_has_a_row_per_seed_and_mean_std_best_over_seeds(tmp_path: 
     text = reproduce.section(reproduce.TABLES["vade"], records, tmp_path / "curves", tmp_path / "RESULTS.md")
     rows = [line for line in text.splitlines() if line.startswith("| VaDE")]
     assert len(rows) == 4 and "**acc 90.00%** (all 70k)" in rows[1]
+    assert "val acc after the GMM initialisation 60.00%" in rows[1]  # the curve at epoch pretrain_epochs
     assert "acc 85.00 ± 5.00%, best 90.00%" in rows[3] and "NMI 0.75 ± 0.05" in rows[3]
     assert "10.0 min wall (15.0 CPU-min; load average 2.0 -> 3.0)" in rows[0]
     assert (tmp_path / "curves" / "vade_cpu.png").is_file() and "](curves/vade_cpu.png)" in text
