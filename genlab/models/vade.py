@@ -170,13 +170,16 @@ class VaDE(VAE):
             means, raw_log_vars = self.training_latent_means()
             self.fit_prior(means, seed, raw_log_vars)
 
+    def pretrain_loss(self, x: Tensor) -> Tensor:
+        """The autoencoder pretraining loss: -log p(x | z = E_q[z|x]), batch mean (no noise, no prior)."""
+        return -self.log_likelihood(x, self.encode(x)).mean()
+
     def train_step(self, batch: tuple[Tensor, Tensor]) -> None:
         if not self.pretraining:
             super().train_step(batch)
             return
         x, _ = batch
-        # autoencoder pretraining: reconstruct x from the encoder mean, no noise and no prior
-        loss = -self.log_likelihood(x, self.encode(x)).mean()
+        loss = self.pretrain_loss(x)
         self.optimize(self.optimizers(), loss, "train/pretrain_loss")
         self.log_stage("train", {"pretrain_loss": loss}, batch_size=x.shape[0], on_step=True, on_epoch=True)
 
