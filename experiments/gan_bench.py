@@ -279,7 +279,8 @@ def read_curve(run_dir: Path) -> list[dict[str, float]]:
 
 def run_one(row: Row, seed: int, out: Path, threads: int, trainer: str | None) -> dict:
     """Run one seed of ``row`` in its own folder; the record of its command, cost, final metrics and curve."""
-    run_dir = out / row.table / row.data / re.sub(r"\W+", "_", row.name) / f"seed{seed}"
+    # One folder per budget: a longer run of a row must not delete the shorter one's checkpoints and pictures.
+    run_dir = out / row.table / row.data / re.sub(r"\W+", "_", row.name) / f"{steps_of(row)}_steps" / f"seed{seed}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
     env = {**os.environ, **row.env, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}

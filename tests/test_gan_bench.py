@@ -150,6 +150,8 @@ def test_one_real_run_is_recorded_with_its_curve(tmp_path: Path) -> None:
     )  # fmt: skip
     rec = gan_bench.run_one(row, 0, tmp_path, threads=1, trainer=None)
     assert rec["steps"] == 10 and [p["step"] for p in rec["curve"]] == [5, 10]
+    # a longer budget of the same row goes to its own folder instead of deleting this one
+    assert Path(rec["run_dir"]) == tmp_path / "pacgan" / "ring" / "PacGAN2" / "10_steps" / "seed0"
     assert [p["epoch"] for p in rec["curve"]] == [0, 1]
     metrics = json.loads((Path(rec["run_dir"]) / "metrics.json").read_text())
     assert rec["final"]["val/modes"] == metrics["val/modes"] == rec["curve"][-1]["modes"]
