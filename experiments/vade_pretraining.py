@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         total = 0.0
         for idx in torch.randperm(len(x_train)).split(batch):
             x = x_train[idx]
-            loss = -model.log_likelihood(x, model.encode(drop(x))).mean() if args.input_dropout else model.pretrain_loss(x)
+            loss = model.pretrain_loss(x, drop(x) if args.input_dropout else None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

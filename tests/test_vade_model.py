@@ -56,6 +56,22 @@ def test_one_standard_component_gives_the_vae_objective_and_likelihood() -> None
     assert torch.allclose(vade_nll, vae.log_marginal_likelihood(x, 30, 7), atol=1e-5)
 
 
+def test_pretrain_loss_is_the_bernoulli_reconstruction_of_the_clean_image_from_what_the_encoder_sees() -> None:
+    model = build(VaDE, n_clusters=3)
+    x = (torch.rand(6, *SHAPE, generator=torch.Generator().manual_seed(2)) > 0.5).float()
+    noisy = x * (torch.rand(x.shape, generator=torch.Generator().manual_seed(3)) > 0.3)
+
+    def bce(inputs: torch.Tensor) -> torch.Tensor:
+        logits = model.decoder(model.posterior(inputs)[0]).reshape(6, -1)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, x.flatten(1), reduction="none").sum(1).mean()
+
+    with torch.no_grad():
+        assert torch.allclose(model.pretrain_loss(x), bce(x), atol=1e-5)
+        # denoising: the target stays the clean x while the encoder sees the corrupted one
+        assert torch.allclose(model.pretrain_loss(x, noisy), bce(noisy), atol=1e-5)
+        assert not torch.allclose(model.pretrain_loss(x, noisy), model.pretrain_loss(x), atol=1e-3)
+
+
 def test_fit_prior_copies_the_sklearn_mixture() -> None:
     model = build(VaDE, n_clusters=3)
     rng = np.random.default_rng(0)

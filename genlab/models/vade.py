@@ -170,9 +170,12 @@ class VaDE(VAE):
             means, raw_log_vars = self.training_latent_means()
             self.fit_prior(means, seed, raw_log_vars)
 
-    def pretrain_loss(self, x: Tensor) -> Tensor:
-        """The autoencoder pretraining loss: -log p(x | z = E_q[z|x]), batch mean (no noise, no prior)."""
-        return -self.log_likelihood(x, self.encode(x)).mean()
+    def pretrain_loss(self, x: Tensor, inputs: Tensor | None = None) -> Tensor:
+        """The autoencoder pretraining loss: -log p(x | z = E_q[z | inputs]), batch mean (no noise, no prior).
+
+        ``inputs`` (default ``x``) is what the encoder sees, e.g. a corrupted ``x`` for denoising pretraining.
+        """
+        return -self.log_likelihood(x, self.encode(x if inputs is None else inputs)).mean()
 
     def train_step(self, batch: tuple[Tensor, Tensor]) -> None:
         if not self.pretraining:
