@@ -229,16 +229,43 @@ def veegan_loss_rows(budget: Budget, d: str, epochs: int, seeds: tuple[int, ...]
     ]
 
 
-def mnist_rows(budget: Budget, data_dir: str, seeds: tuple[int, ...] | None, classifier: Path) -> list[Row]:
-    """experiment=gan_mnist at the budget; every seed scored in the features of one shared classifier."""
+def mnist_rows(budget: Budget, data_dir: str, seeds: tuple[int, ...] | None, classifier: Path,
+               ema: float | None = None) -> list[Row]:  # fmt: skip
+    """experiment=gan_mnist at the budget; every seed scored in the features of one shared classifier.
+
+    ``ema``: sample from an exponential moving average of the generator's weights with this decay
+    (``model.ema_decay``), a row of its own.
+    """
     overrides = (
         "experiment=gan_mnist",
         "data.batch_size=64",
         *budget.mnist,
         f"model.feature_classifier_path={classifier}",
+        *([f"model.ema_decay={ema}"] if ema is not None else []),
     )
-    return [Row("mnist", "mnist", "DCGAN-style, nonsaturating", overrides, seeds or budget.mnist_seeds,
+    name = "DCGAN-style, nonsaturating" + (f", EMA {ema}" if ema is not None else "")
+    return [Row("mnist", "mnist", name, overrides, seeds or budget.mnist_seeds,
                 env={"GENLAB_DATA_DIR": data_dir})]  # fmt: skip
+
+
+def real_reference(classifier: Path, data_dir: str, n: int = 2000, seed: int = 0) -> dict:
+    """The sample metrics of ``n`` real test images against the ``n`` validation images a seed-``seed`` run is
+    scored against, in the shared classifier's features: what a generator indistinguishable from the data scores."""
+    import torch
+
+    from genlab.data.mnist import MNISTDataModule
+    from genlab.metrics.classifier import load_classifier
+    from genlab.metrics.features import ClassifierSampleMetrics
+
+    net, _ = load_classifier(classifier)
+    data = MNISTDataModule(root=data_dir, val_size=0.1, seed=seed)
+    data.setup("fit")
+    metric = ClassifierSampleMetrics(net, k=3, sync_on_compute=False)
+    with torch.no_grad():
+        metric.update_real(data.split_tensors("val")[0][:n])
+        metric.update_fake(data.split_tensors("test")[0][:n])
+        values = {k: round(float(v), 4) for k, v in metric.compute().items()}
+    return {"values": values, "n": n, "seed": seed}
 
 
 # -- running ------------------------------------------------------------------------------------------
@@ -560,45 +587,64 @@ def toy_table(table: str, d: str, rows: Sequence[Row], records: dict, picture: s
     return lines + [""]
 
 
-def mnist_table(row: Row, records: dict, curve_picture: str | None, grid: str | None) -> list[str]:
-    runs = row_runs(row, records)
-    if not runs:
-        return []
+def mnist_targets_met(runs: Sequence[dict]) -> str:
+    """Issue 13's MNIST targets, each 'yes' or 'no' with the row's value: every seed 10/10 classes, means ≥ target."""
     agg = aggregate(runs, IMAGE_KEYS)
-    per_seed = [r["final"] for r in runs]
-    checks = [
-        f"10/10 classes in every seed: {'yes' if all(f['val/classes'] >= 10 for f in per_seed) else 'no'}",
-        *(
-            f"{key} ≥ {target}: {'yes' if agg[key][0] >= target else 'no'} ({agg[key][0]:.3f})"
-            for key, target in MNIST_TARGETS.items()
-            if key != "classes"
-        ),
+    checks = [f"10/10 in every seed: {'yes' if all(r['final']['val/classes'] >= 10 for r in runs) else 'no'}"]
+    checks += [
+        f"{key} ≥ {target}: {'yes' if agg[key][0] >= target else 'no'}"
+        for key, target in MNIST_TARGETS.items()
+        if key != "classes"
     ]
+    return "; ".join(checks)
+
+
+def mnist_table(rows: Sequence[Row], records: dict, curve_picture: str | None, grid: str | None,
+                reference: dict | None = None) -> list[str]:  # fmt: skip
+    """The MNIST GAN rows (mean ± SE over seeds at the last validation), the real-data reference, the curves."""
+    rows = [row for row in rows if row_runs(row, records)]
+    if not rows:
+        return []
     lines = [
         "### MNIST GAN against steps",
         "",
         "`experiment=gan_mnist` (DCGAN-style conv nets, non-saturating loss); FD, precision/recall (k=3) and classes "
         "in the features of one MNIST classifier shared by all seeds, on 2,000 samples from fixed noise at every "
-        "validation epoch. Final values: last validation epoch, mean ± SE over seeds.",
+        "validation epoch, against 2,000 images of the run's validation split. Final values: last validation epoch, "
+        "mean ± SE over seeds. Targets (issue 13): 10/10 classes in every seed, class entropy ≥ 2.25 nats, "
+        "precision and recall ≥ 0.8. *Late change*: mean over seeds of the last validation minus the one at half "
+        "the steps (FD / precision / recall), near 0 on a plateau.",
         "",
-        "| FD | precision | recall | classes (of 10) | class entropy (max 2.30) | seeds | budget and cost "
-        "| command (seed 0) |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| **{fmt(*agg['fd'], 2)}** | **{fmt(*agg['precision'], 3)}** | **{fmt(*agg['recall'], 3)}** | "
-        f"**{fmt(*agg['classes'])}** | **{fmt(*agg['class_entropy'], 3)}** | "
-        f"{', '.join(str(r['seed']) for r in runs)} | {cost_cell(runs)} | `{runs[0]['command']}` |",
-        "",
-        "Targets (issue 13): " + "; ".join(checks) + ".",
-        "",
-        "Late change (mean over seeds of the last validation minus the one at half the steps; near 0 on a plateau), "
-        "FD / precision / recall / classes: "
-        + plateau_cell(runs, [("fd", 1.0, 2), ("precision", 1.0, 3), ("recall", 1.0, 3), ("classes", 1.0, 1)])
-        + " steps.",
+        "| model | FD | precision | recall | classes (of 10) | class entropy (max 2.30) | targets met | late change "
+        "| seeds | budget and cost | command (seed 0) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    for row in rows:
+        runs = row_runs(row, records)
+        agg = aggregate(runs, IMAGE_KEYS)
+        lines.append(
+            f"| {row.name} | **{fmt(*agg['fd'], 2)}** | **{fmt(*agg['precision'], 3)}** | "
+            f"**{fmt(*agg['recall'], 3)}** | **{fmt(*agg['classes'])}** | **{fmt(*agg['class_entropy'], 3)}** | "
+            f"{mnist_targets_met(runs)} | "
+            f"{plateau_cell(runs, [('fd', 1.0, 2), ('precision', 1.0, 3), ('recall', 1.0, 3)])} | "
+            f"{', '.join(str(r['seed']) for r in runs)} | {cost_cell(runs)} | `{runs[0]['command']}` |"
+        )
+    if reference:
+        v = reference["values"]
+        lines.append(
+            f"| real test images (reference) | {v['fd']:.2f} | {v['precision']:.3f} | {v['recall']:.3f} | "
+            f"{v['classes']:.0f} | {v['class_entropy']:.3f} | – | – | {reference['seed']} (its split) | "
+            f"{reference['n']:,} test images in place of samples | `python experiments/reproduce.py gan_mnist` |"
+        )
+        lines += [
+            "",
+            "The reference row scores real MNIST test images the way the GAN's samples are scored: what a "
+            "generator indistinguishable from the data would get with 2,000 samples and k=3.",
+        ]
     if curve_picture:
         lines += ["", f"Against steps: ![MNIST GAN curves]({curve_picture})"]
     if grid:
-        lines += ["", f"Fixed-noise samples, seed {runs[0]['seed']}, last epoch: ![MNIST GAN samples]({grid})"]
+        lines += ["", f"Fixed-noise samples, {grid[0]}, seed 0, last epoch: ![MNIST GAN samples]({grid[1]})"]
     return lines + [""]
 
 
@@ -656,8 +702,8 @@ def section(records: dict, rows: Sequence[Row], pictures: dict[str, str]) -> str
             if chosen:
                 lines += toy_table("losses", d, chosen, records, pictures.get(f"losses_{d}"))
     mnist = [r for r in rows if r.table == "mnist" and row_runs(r, records)]
-    for row in mnist:
-        lines += mnist_table(row, records, pictures.get("mnist"), pictures.get("mnist_grid"))
+    grid = (pictures["mnist_grid_row"], pictures["mnist_grid"]) if "mnist_grid" in pictures else None
+    lines += mnist_table(mnist, records, pictures.get("mnist"), grid, records.get("mnist_real_reference"))
     if not mnist:
         lines += [
             "### MNIST GAN against steps",
@@ -853,6 +899,8 @@ def add_arguments(parser: argparse.ArgumentParser, what: str) -> None:
                             help="epochs of the VEEGAN-style toys' 20,000 samples (default: the budget's)")  # fmt: skip
     else:
         parser.add_argument("--data-dir", default=os.environ.get("GENLAB_DATA_DIR", str(REPO.parent / "shared/data")))
+        parser.add_argument("--ema", type=float, default=None,
+                            help="sample from an EMA of the generator's weights with this decay (a row of its own)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="OMP threads per run (1 on a shared CPU)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (each with --threads threads)")
     parser.add_argument("--trainer", default=None, help="a conf/trainer option for every run, e.g. gpu")
@@ -908,10 +956,13 @@ def write_outputs(records: dict, rows: Sequence[Row], write_to: Path) -> None:
                                       ("recall", "recall", 1.0), ("classes", "classes", 1.0)],
                      "MNIST GAN", write_to / "gan_mnist_curves.png")  # fmt: skip
         pictures["mnist"] = "gan_mnist_curves.png"
-        first = row_runs(mnist[0], records)[0]
+        # the samples of the row with the best mean FD
+        best = min(mnist, key=lambda r: aggregate(row_runs(r, records), ("fd",))["fd"][0])
+        first = row_runs(best, records)[0]
         if first.get("picture") and Path(first["picture"]).is_file():
             shutil.copyfile(first["picture"], write_to / "gan_mnist_final_samples.png")
             pictures["mnist_grid"] = "gan_mnist_final_samples.png"
+            pictures["mnist_grid_row"] = best.name
     replace_section(section(records, rows, pictures), write_to / "RESULTS.md")
 
 
@@ -990,11 +1041,20 @@ def main_gan2d(args: argparse.Namespace) -> None:
 def main_gan_mnist(args: argparse.Namespace) -> None:
     classifier = args.out.resolve() / "feature_classifier.pt"
     classifier = classifier.relative_to(REPO) if classifier.is_relative_to(REPO) else classifier  # runs start in REPO
-    rows = mnist_rows(BUDGETS[args.budget], args.data_dir, parse_seeds(args.seeds), classifier)
-    run_and_write(rows, args)
+    rows = mnist_rows(BUDGETS[args.budget], args.data_dir, parse_seeds(args.seeds), classifier, args.ema)
+
+    def score_real_images(records: dict) -> None:
+        # the first run trains the shared classifier; the reference is scored in its features once it exists
+        if (args.out / "feature_classifier.pt").is_file():
+            reference = real_reference(args.out / "feature_classifier.pt", args.data_dir)
+            records.update(update_records(args.write_to, lambda disk: disk.update(mnist_real_reference=reference)))
+
+    run_and_write(rows, args, score_real_images)
 
 
-def run_and_write(rows: Sequence[Row], args: argparse.Namespace) -> None:
+def run_and_write(rows: Sequence[Row], args: argparse.Namespace,
+                  after_runs: Callable[[dict], None] | None = None) -> None:  # fmt: skip
+    """Run the rows' missing seeds, then ``after_runs(records)`` if given, then write the PNGs and RESULTS.md."""
     if args.budget == "smoke" and args.write_to == EXPERIMENTS:  # smoke rows never enter experiments/RESULTS.md
         args.write_to = REPO / "outputs" / "gan_bench_smoke"
     records = load_records(args.write_to)
@@ -1010,6 +1070,8 @@ def run_and_write(rows: Sequence[Row], args: argparse.Namespace) -> None:
         records.update(update_records(args.write_to, merge))  # and this table sees runs recorded meanwhile
 
     run_rows(rows, records, save, args.out, args.threads, args.jobs, args.trainer, args.rerun)
+    if after_runs is not None:
+        after_runs(records)
     write_outputs(records, recorded_rows(records), args.write_to)
     print(f"wrote {args.write_to / 'RESULTS.md'}")
 

@@ -246,3 +246,39 @@ def test_records_written_by_two_tables_at_once_keep_each_others_runs(tmp_path: P
     gan_bench.update_records(tmp_path, lambda r: r.update(speed={"steps": 1}))
     records = json.loads((tmp_path / "gan_results.json").read_text())
     assert len(records["runs"]) == 40 and records["speed"] == {"steps": 1}
+
+
+def fake_mnist_run(row: gan_bench.Row, seed: int, fd: float, precision: float, recall: float, classes: float) -> dict:
+    curve = [{"step": s, "epoch": s // 1000 - 1, "fd": fd * 2000 / s, "precision": precision, "recall": recall * s / 2000,
+              "classes": classes, "class_entropy": 2.26} for s in (1000, 2000)]  # fmt: skip
+    final = {f"val/{k}": v for k, v in curve[-1].items() if k not in ("step", "epoch")}
+    return {**fake_run(row, seed, 0, 0, 0), "final": final, "curve": curve}
+
+
+def test_mnist_table_has_a_row_per_variant_with_its_targets_and_the_real_data_reference(tmp_path: Path) -> None:
+    classifier = Path("outputs/gan_bench/feature_classifier.pt")
+    plain = gan_bench.mnist_rows(gan_bench.BUDGETS["full"], "/d", (0, 1), classifier)[0]
+    ema = gan_bench.mnist_rows(gan_bench.BUDGETS["full"], "/d", (0, 1), classifier, ema=0.999)[0]
+    assert ema.overrides == (*plain.overrides, "model.ema_decay=0.999") and ema.name.endswith(", EMA 0.999")
+    records = {"runs": {}, "rows": {r.ident: r.as_record() for r in (plain, ema)}}
+    for row, values in ((plain, [(30.0, 0.60, 0.90, 10), (26.0, 0.64, 0.88, 9)]),
+                        (ema, [(12.0, 0.82, 0.86, 10), (10.0, 0.84, 0.90, 10)])):  # fmt: skip
+        for seed, v in enumerate(values):
+            records["runs"][gan_bench.run_key(row.overrides, seed)] = fake_mnist_run(row, seed, *v)
+    records["mnist_real_reference"] = {"values": {"fd": 11.28, "precision": 0.912, "recall": 0.869, "classes": 10.0,
+                                                  "class_entropy": 2.297}, "n": 2000, "seed": 0}  # fmt: skip
+    (tmp_path / "RESULTS.md").write_text("# Results\n\n## GANs\n\nold\n")
+    gan_bench.write_outputs(records, gan_bench.recorded_rows(records), tmp_path)
+    lines = (tmp_path / "RESULTS.md").read_text().splitlines()
+    assert sum(ln == "### MNIST GAN against steps" for ln in lines) == 1
+    plain_line = next(ln for ln in lines if ln.startswith("| DCGAN-style, nonsaturating |"))
+    ema_line = next(ln for ln in lines if ln.startswith("| DCGAN-style, nonsaturating, EMA 0.999 |"))
+    assert "**28.00 ± 2.00** | **0.620 ± 0.020** | **0.890 ± 0.010** | **9.5 ± 0.5**" in plain_line
+    # seed 1 of the plain row has 9 classes; its precision is below 0.8
+    assert "10/10 in every seed: no; class_entropy ≥ 2.25: yes; precision ≥ 0.8: no; recall ≥ 0.8: yes" in plain_line
+    assert "10/10 in every seed: yes; class_entropy ≥ 2.25: yes; precision ≥ 0.8: yes; recall ≥ 0.8: yes" in ema_line
+    # late change: FD halves from step 1,000 to 2,000 (-11.00 mean), precision flat, recall doubles
+    assert "| -11.00 / +0.000 / +0.440 since 1,000 |" in ema_line
+    ref = next(ln for ln in lines if ln.startswith("| real test images (reference) |"))
+    assert "| 11.28 | 0.912 | 0.869 | 10 | 2.297 |" in ref
+    assert (tmp_path / "gan_mnist_curves.png").stat().st_size > 0
