@@ -230,20 +230,19 @@ def veegan_loss_rows(budget: Budget, d: str, epochs: int, seeds: tuple[int, ...]
 
 
 def mnist_rows(budget: Budget, data_dir: str, seeds: tuple[int, ...] | None, classifier: Path,
-               ema: float | None = None) -> list[Row]:  # fmt: skip
+               variant: Sequence[str] = ()) -> list[Row]:  # fmt: skip
     """experiment=gan_mnist at the budget; every seed scored in the features of one shared classifier.
 
-    ``ema``: sample from an exponential moving average of the generator's weights with this decay
-    (``model.ema_decay``), a row of its own.
+    ``variant``: Hydra overrides of the preset (e.g. ``model.ema_decay=0.999``), a row of its own named by them.
     """
     overrides = (
         "experiment=gan_mnist",
         "data.batch_size=64",
         *budget.mnist,
         f"model.feature_classifier_path={classifier}",
-        *([f"model.ema_decay={ema}"] if ema is not None else []),
+        *variant,
     )
-    name = "DCGAN-style, nonsaturating" + (f", EMA {ema}" if ema is not None else "")
+    name = ", ".join(["DCGAN-style, nonsaturating", *variant])
     return [Row("mnist", "mnist", name, overrides, seeds or budget.mnist_seeds,
                 env={"GENLAB_DATA_DIR": data_dir})]  # fmt: skip
 
@@ -899,8 +898,9 @@ def add_arguments(parser: argparse.ArgumentParser, what: str) -> None:
                             help="epochs of the VEEGAN-style toys' 20,000 samples (default: the budget's)")  # fmt: skip
     else:
         parser.add_argument("--data-dir", default=os.environ.get("GENLAB_DATA_DIR", str(REPO.parent / "shared/data")))
-        parser.add_argument("--ema", type=float, default=None,
-                            help="sample from an EMA of the generator's weights with this decay (a row of its own)")  # fmt: skip
+        parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                            help="a Hydra override of the preset, e.g. model.ema_decay=0.999 (repeatable); "
+                                 "the runs form a row of their own")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="OMP threads per run (1 on a shared CPU)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (each with --threads threads)")
     parser.add_argument("--trainer", default=None, help="a conf/trainer option for every run, e.g. gpu")
@@ -1041,7 +1041,11 @@ def main_gan2d(args: argparse.Namespace) -> None:
 def main_gan_mnist(args: argparse.Namespace) -> None:
     classifier = args.out.resolve() / "feature_classifier.pt"
     classifier = classifier.relative_to(REPO) if classifier.is_relative_to(REPO) else classifier  # runs start in REPO
-    rows = mnist_rows(BUDGETS[args.budget], args.data_dir, parse_seeds(args.seeds), classifier, args.ema)
+    bad = [o for o in args.override if "=" not in o or o.startswith(("seed=", "hydra."))]
+    if bad:
+        raise SystemExit(f"--override takes KEY=VALUE Hydra overrides of the model or data (not seed or hydra.*); "
+                         f"got {bad}")  # fmt: skip
+    rows = mnist_rows(BUDGETS[args.budget], args.data_dir, parse_seeds(args.seeds), classifier, args.override)
 
     def score_real_images(records: dict) -> None:
         # the first run trains the shared classifier; the reference is scored in its features once it exists

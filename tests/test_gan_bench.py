@@ -258,8 +258,9 @@ def fake_mnist_run(row: gan_bench.Row, seed: int, fd: float, precision: float, r
 def test_mnist_table_has_a_row_per_variant_with_its_targets_and_the_real_data_reference(tmp_path: Path) -> None:
     classifier = Path("outputs/gan_bench/feature_classifier.pt")
     plain = gan_bench.mnist_rows(gan_bench.BUDGETS["full"], "/d", (0, 1), classifier)[0]
-    ema = gan_bench.mnist_rows(gan_bench.BUDGETS["full"], "/d", (0, 1), classifier, ema=0.999)[0]
-    assert ema.overrides == (*plain.overrides, "model.ema_decay=0.999") and ema.name.endswith(", EMA 0.999")
+    ema = gan_bench.mnist_rows(gan_bench.BUDGETS["full"], "/d", (0, 1), classifier, ["model.ema_decay=0.999"])[0]
+    assert ema.overrides == (*plain.overrides, "model.ema_decay=0.999")
+    assert ema.name == "DCGAN-style, nonsaturating, model.ema_decay=0.999"
     records = {"runs": {}, "rows": {r.ident: r.as_record() for r in (plain, ema)}}
     for row, values in ((plain, [(30.0, 0.60, 0.90, 10), (26.0, 0.64, 0.88, 9)]),
                         (ema, [(12.0, 0.82, 0.86, 10), (10.0, 0.84, 0.90, 10)])):  # fmt: skip
@@ -272,7 +273,7 @@ def test_mnist_table_has_a_row_per_variant_with_its_targets_and_the_real_data_re
     lines = (tmp_path / "RESULTS.md").read_text().splitlines()
     assert sum(ln == "### MNIST GAN against steps" for ln in lines) == 1
     plain_line = next(ln for ln in lines if ln.startswith("| DCGAN-style, nonsaturating |"))
-    ema_line = next(ln for ln in lines if ln.startswith("| DCGAN-style, nonsaturating, EMA 0.999 |"))
+    ema_line = next(ln for ln in lines if ln.startswith("| DCGAN-style, nonsaturating, model.ema_decay=0.999 |"))
     assert "**28.00 ± 2.00** | **0.620 ± 0.020** | **0.890 ± 0.010** | **9.5 ± 0.5**" in plain_line
     # seed 1 of the plain row has 9 classes; its precision is below 0.8
     assert "10/10 in every seed: no; class_entropy ≥ 2.25: yes; precision ≥ 0.8: no; recall ≥ 0.8: yes" in plain_line
@@ -282,3 +283,9 @@ def test_mnist_table_has_a_row_per_variant_with_its_targets_and_the_real_data_re
     ref = next(ln for ln in lines if ln.startswith("| real test images (reference) |"))
     assert "| 11.28 | 0.912 | 0.869 | 10 | 2.297 |" in ref
     assert (tmp_path / "gan_mnist_curves.png").stat().st_size > 0
+
+
+def test_gan_mnist_override_must_be_key_value_and_not_the_seed(tmp_path: Path) -> None:
+    for bad in ("model.ema_decay", "seed=3"):
+        with pytest.raises(SystemExit, match="--override takes KEY=VALUE"):
+            gan_bench.main(["gan_mnist", "--override", bad, "--dry-run", "--write-to", str(tmp_path)])
