@@ -583,7 +583,13 @@ def toy_table(table: str, d: str, rows: Sequence[Row], records: dict, picture: s
         )
     if picture:
         lines += ["", f"Learning curves (mean ± SE over seeds at every validation): ![{table} {d} curves]({picture})"]
-    return lines + [""]
+    return lines + reading_lines(records, f"{table}_{d}")
+
+
+def reading_lines(records: dict, key: str) -> list[str]:
+    """The written reading of a table (``records["readings"][key]``: what the numbers and curves say), if any."""
+    text = records.get("readings", {}).get(key)
+    return ["", f"*Reading:* {text}", ""] if text else [""]
 
 
 def mnist_targets_met(runs: Sequence[dict]) -> str:
@@ -644,7 +650,7 @@ def mnist_table(rows: Sequence[Row], records: dict, curve_picture: str | None, g
         lines += ["", f"Against steps: ![MNIST GAN curves]({curve_picture})"]
     if grid:
         lines += ["", f"Fixed-noise samples, {grid[0]}, seed 0, last epoch: ![MNIST GAN samples]({grid[1]})"]
-    return lines + [""]
+    return lines + reading_lines(records, "mnist")
 
 
 def section(records: dict, rows: Sequence[Row], pictures: dict[str, str]) -> str:
@@ -1093,6 +1099,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     speed.add_argument("--write-to", type=Path, default=EXPERIMENTS)
     table = sub.add_parser("table", help="rebuild the RESULTS.md section from the records")
     table.add_argument("--write-to", type=Path, default=EXPERIMENTS)
+    reading = sub.add_parser("reading", help="record what a table's numbers and curves say, then rebuild the section")
+    reading.add_argument("key", help="<table>_<data> (e.g. pacgan_grid, losses_ring8) or mnist")
+    reading.add_argument("text", help="the reading; an empty string removes it")
+    reading.add_argument("--write-to", type=Path, default=EXPERIMENTS)
     args = parser.parse_args(argv)
     dispatch(args)
 
@@ -1119,6 +1129,19 @@ def dispatch(args: argparse.Namespace) -> None:
         update_records(args.write_to, lambda records: records.update(speed=speed))
         print(speed_line(speed))
     else:
+        if args.what == "reading":
+            keys = {"mnist", *(f"{t}_{d}" for t in ("pacgan", "losses") for d in ALL_TOYS)}
+            if args.key not in keys:
+                raise SystemExit(f"reading: key {args.key!r} is not one of {', '.join(sorted(keys))}")
+
+            def set_reading(records: dict) -> None:
+                readings = records.setdefault("readings", {})
+                if args.text:
+                    readings[args.key] = args.text
+                else:
+                    readings.pop(args.key, None)
+
+            update_records(args.write_to, set_reading)
         records = load_records(args.write_to)
         write_outputs(records, recorded_rows(records), args.write_to)
         print(f"wrote {args.write_to / 'RESULTS.md'}")

@@ -289,3 +289,19 @@ def test_gan_mnist_override_must_be_key_value_and_not_the_seed(tmp_path: Path) -
     for bad in ("model.ema_decay", "seed=3"):
         with pytest.raises(SystemExit, match="--override takes KEY=VALUE"):
             gan_bench.main(["gan_mnist", "--override", bad, "--dry-run", "--write-to", str(tmp_path)])
+
+
+def test_a_reading_is_printed_under_its_table_and_an_unknown_key_is_refused(tmp_path: Path) -> None:
+    rows = gan_bench.gan2d_rows(gan_bench.BUDGETS["cpu"], 2, ("pacgan",), ("grid",), seeds=(0,))
+    records = {"runs": {gan_bench.run_key(rows[0].overrides, 0): fake_run(rows[0], 0, 20, 0.5, 0.6)},
+               "rows": {r.ident: r.as_record() for r in rows}}  # fmt: skip
+    (tmp_path / "gan_results.json").write_text(json.dumps(records))
+    (tmp_path / "RESULTS.md").write_text("# Results\n\n## GANs\n\nold\n")
+    gan_bench.main(["reading", "pacgan_grid", "HQ still rises at the end.", "--write-to", str(tmp_path)])
+    text = (tmp_path / "RESULTS.md").read_text()
+    table_end = text.index("![pacgan grid curves]")
+    assert text.index("*Reading:* HQ still rises at the end.") > table_end
+    gan_bench.main(["reading", "pacgan_grid", "", "--write-to", str(tmp_path)])
+    assert "*Reading:*" not in (tmp_path / "RESULTS.md").read_text()
+    with pytest.raises(SystemExit, match="not one of"):
+        gan_bench.main(["reading", "pacgan_gird", "x", "--write-to", str(tmp_path)])
