@@ -21,7 +21,8 @@ small MLPs, 20,000 samples, batch 256, 79 generator steps an epoch), far cheaper
 Every run is one ``python -m genlab ...`` process (one thread unless ``--threads``; ``--jobs`` runs several at
 once). Each finished run is recorded in experiments/gan_results.json under its exact command, so an
 interrupted table resumes where it stopped and runs shared by two tables (the nonsaturating loss is the GAN
-row) run once. Rows carry the command, seeds, generator steps, wall time, machine load (sampled during the
+row) run once. A longer budget of a row (``--epochs``) continues each seed's recorded shorter run from its
+``last.ckpt``, which ends where a run from scratch ends (``--fresh`` starts over). Rows carry the command, seeds, generator steps, wall time, machine load (sampled during the
 run), mean ± standard error over seeds and learning curves (PNG) of every validation epoch.
 """
 
@@ -303,20 +304,44 @@ def read_curve(run_dir: Path) -> list[dict[str, float]]:
     return points
 
 
-def run_one(row: Row, seed: int, out: Path, threads: int, trainer: str | None) -> dict:
-    """Run one seed of ``row`` in its own folder; the record of its command, cost, final metrics and curve."""
+def shorter_run(row: Row, seed: int, records: dict) -> dict | None:
+    """The recorded run of ``row``'s seed with the most epochs below its own, all other overrides equal, whose
+    ``last.ckpt`` is still on disk: a longer budget continues it instead of starting again."""
+    def others(overrides: Iterable[str]) -> list[str]:
+        return [o for o in overrides if not o.startswith("trainer.max_epochs=")]
+
+    epochs = int(dict(o.split("=", 1) for o in row.overrides if "=" in o).get("trainer.max_epochs", 0))
+    found = [
+        rec for rec in records["runs"].values()
+        if rec["seed"] == seed and others(rec["overrides"]) == others(row.overrides) and rec["epochs"] < epochs
+        and (Path(rec["run_dir"]) / "checkpoints" / "last.ckpt").is_file()
+    ]  # fmt: skip
+    return max(found, key=lambda rec: rec["epochs"], default=None)
+
+
+def run_one(row: Row, seed: int, out: Path, threads: int, trainer: str | None, start_from: dict | None = None) -> dict:
+    """Run one seed of ``row`` in its own folder; the record of its command, cost, final metrics and curve.
+
+    ``start_from``: the record of a shorter run of the same row and seed (:func:`shorter_run`). Its folder is
+    copied and continued from its ``last.ckpt`` (``ckpt_path=last``), which ends where a run started from scratch
+    ends (tests/test_resume.py); its rows stay in the curve and its time counts in the cost.
+    """
     # One folder per budget: a longer run of a row must not delete the shorter one's checkpoints and pictures.
     run_dir = out / row.table / row.data / re.sub(r"\W+", "_", row.name) / f"{steps_of(row)}_steps" / f"seed{seed}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
+    if start_from is not None:
+        shutil.copytree(start_from["run_dir"], run_dir)
     env = {**os.environ, **row.env, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     env.setdefault("WANDB_MODE", "offline")
     args = [*row.overrides, *([f"trainer={trainer}"] if trainer else []), f"seed={seed}",
-            "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]  # fmt: skip
+            "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}",
+            *(["ckpt_path=last"] if start_from is not None else [])]  # fmt: skip
     commit = git_commit()
     loads = [os.getloadavg()[0]]
     start, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    log = (out / "logs").joinpath(f"{row.table}_{row.data}_{re.sub(r'[^A-Za-z0-9]+', '_', row.name)}_{seed}.log")
+    name = re.sub(r"[^A-Za-z0-9]+", "_", row.name)
+    log = (out / "logs").joinpath(f"{row.table}_{row.data}_{name}_{steps_of(row)}_steps_{seed}.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "genlab", *args], cwd=REPO, env=env, stdout=fh, stderr=fh)
@@ -335,15 +360,20 @@ def run_one(row: Row, seed: int, out: Path, threads: int, trainer: str | None) -
     pictures = sorted((run_dir / "images").glob("modes_epoch*.png")) or sorted(
         (run_dir / "images").glob("fixed_noise_epoch*.png")
     )
+    earlier = start_from or {"wall_s": 0.0, "cpu_s": 0.0}
     return {
         "command": command_line(row, seed, threads, trainer),
         "overrides": list(row.overrides),
         "seed": seed,
         "steps": curve[-1]["step"] if curve else None,
         "epochs": config["trainer"]["max_epochs"],
-        "wall_s": round(wall, 1),
+        "wall_s": round(wall + earlier["wall_s"], 1),
         # Only this run's process tree, with --jobs > 1 other runs' CPU time would be mixed in.
-        "cpu_s": round(done.ru_utime - usage.ru_utime + done.ru_stime - usage.ru_stime, 1),
+        "cpu_s": round(done.ru_utime - usage.ru_utime + done.ru_stime - usage.ru_stime + earlier["cpu_s"], 1),
+        "continued_from": None if start_from is None else {
+            "steps": start_from["steps"], "epochs": start_from["epochs"], "run_dir": start_from["run_dir"],
+            "commit": start_from["commit"], "wall_s": start_from["wall_s"],
+        },  # fmt: skip
         "load_mean": round(statistics.mean(loads), 2),
         "load_max": round(max(loads), 2),
         "threads": threads,
@@ -360,8 +390,9 @@ def run_one(row: Row, seed: int, out: Path, threads: int, trainer: str | None) -
 
 
 def run_rows(rows: Sequence[Row], records: dict, save, out: Path, threads: int, jobs: int,
-             trainer: str | None, rerun: bool) -> None:  # fmt: skip
-    """Run every (row, seed) not yet recorded (or all with ``rerun``), ``jobs`` at a time, saving after each."""
+             trainer: str | None, rerun: bool, fresh: bool = False) -> None:  # fmt: skip
+    """Run every (row, seed) not yet recorded (or all with ``rerun``), ``jobs`` at a time, saving after each;
+    a run whose shorter budget is recorded continues that run unless ``fresh``."""
     todo, seen = [], set()
     for row in rows:
         for seed in row.seeds:
@@ -376,8 +407,10 @@ def run_rows(rows: Sequence[Row], records: dict, save, out: Path, threads: int, 
 
     def work(item: tuple[Row, int, str]) -> None:
         row, seed, key = item
-        print(f"running {row.key} seed {seed} ...", flush=True)
-        rec = run_one(row, seed, out, threads, trainer)
+        start_from = None if fresh else shorter_run(row, seed, records)
+        since = f" (continuing its {start_from['steps']:,}-step run)" if start_from else ""
+        print(f"running {row.key} seed {seed}{since} ...", flush=True)
+        rec = run_one(row, seed, out, threads, trainer, start_from)
         with lock:
             records["runs"][key] = rec
             save()
@@ -452,9 +485,12 @@ def cost_cell(runs: Sequence[dict]) -> str:
     load_mean = statistics.mean(r["load_mean"] for r in runs)
     load_max = max(r["load_max"] for r in runs)
     steps_text = "/".join(f"{s:,}" for s in steps) or "?"
+    continued = sorted({r["continued_from"]["steps"] for r in runs if r.get("continued_from")})
     return (
         f"{steps_text} G steps; {statistics.mean(walls) / 60:.1f} min/run ({sum(walls) / 3600:.2f} h in all), "
         f"{runs[0]['threads']} thread{'s' * (runs[0]['threads'] > 1)}/run; load {load_mean:.1f} mean, {load_max:.1f} max"
+        + (f"; continued from the {'/'.join(f'{s:,}' for s in continued)}-step runs (load of the continuation)"
+           if continued else "")
     )
 
 
@@ -911,6 +947,8 @@ def add_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (each with --threads threads)")
     parser.add_argument("--trainer", default=None, help="a conf/trainer option for every run, e.g. gpu")
     parser.add_argument("--rerun", action="store_true", help="run again even where a record exists")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start longer budgets from scratch instead of continuing a recorded shorter run")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="print the commands and what is recorded; run nothing")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "gan_bench", help="run folders go here")
     parser.add_argument("--write-to", type=Path, default=EXPERIMENTS, help="RESULTS.md, gan_results.json, PNGs")
@@ -1079,7 +1117,7 @@ def run_and_write(rows: Sequence[Row], args: argparse.Namespace,
 
         records.update(update_records(args.write_to, merge))  # and this table sees runs recorded meanwhile
 
-    run_rows(rows, records, save, args.out, args.threads, args.jobs, args.trainer, args.rerun)
+    run_rows(rows, records, save, args.out, args.threads, args.jobs, args.trainer, args.rerun, args.fresh)
     if after_runs is not None:
         after_runs(records)
     write_outputs(records, recorded_rows(records), args.write_to)

@@ -305,3 +305,28 @@ def test_a_reading_is_printed_under_its_table_and_an_unknown_key_is_refused(tmp_
     assert "*Reading:*" not in (tmp_path / "RESULTS.md").read_text()
     with pytest.raises(SystemExit, match="not one of"):
         gan_bench.main(["reading", "pacgan_gird", "x", "--write-to", str(tmp_path)])
+
+
+def test_a_longer_budget_continues_the_shorter_run_and_ends_where_a_fresh_run_ends(tmp_path: Path) -> None:
+    base = ("experiment=pacgan_ring", "model.pack=1", "data.batch_size=100", "trainer.check_val_every_n_epoch=1",
+            "data.n_train=500", "data.n_val=300", "data.n_test=300", "model.eval_samples=500", "test=false")
+
+    def row(epochs: int) -> gan_bench.Row:
+        return gan_bench.Row("pacgan", "ring", "GAN", (*base[:3], f"trainer.max_epochs={epochs}", *base[3:]), (0,))
+
+    short = gan_bench.run_one(row(1), 0, tmp_path / "a", threads=1, trainer=None)
+    records = {"runs": {gan_bench.run_key(row(1).overrides, 0): short}}
+    start = gan_bench.shorter_run(row(2), 0, records)
+    assert start is short and gan_bench.shorter_run(row(1), 0, records) is None
+    assert gan_bench.shorter_run(gan_bench.Row("pacgan", "ring", "GAN", (*row(2).overrides, "loss=hinge"), (0,)), 0,
+                                 records) is None  # other overrides differ: nothing to continue  # fmt: skip
+    longer = gan_bench.run_one(row(2), 0, tmp_path / "a", threads=1, trainer=None, start_from=start)
+    fresh = gan_bench.run_one(row(2), 0, tmp_path / "b", threads=1, trainer=None)
+    assert [p["step"] for p in longer["curve"]] == [p["step"] for p in fresh["curve"]] == [5, 10]
+    assert longer["curve"][0] == short["curve"][0]  # the shorter run's validation stays in the curve
+    # it trained on from the checkpoint rather than again from scratch in the copied folder
+    assert "Restored all states from the checkpoint" in (tmp_path / "a/logs/pacgan_ring_GAN_10_steps_0.log").read_text()
+    assert longer["final"] == pytest.approx(fresh["final"], abs=1e-6)  # as if trained in one go
+    assert longer["continued_from"]["steps"] == 5 and longer["wall_s"] > short["wall_s"]
+    assert (Path(short["run_dir"]) / "checkpoints" / "last.ckpt").is_file()  # the shorter run's folder is kept
+    assert "continued from the 5-step runs" in gan_bench.cost_cell([longer])
