@@ -178,7 +178,7 @@ def epochs_overrides(epochs: int, val_every: int, pack: int) -> tuple[str, ...]:
 
 def gan2d_rows(budget: Budget, epochs: int, tables: Sequence[str], data: Sequence[str],
                seeds: tuple[int, ...] | None = None, toy_epochs: int | None = None,
-               losses: Sequence[str] = LOSSES) -> list[Row]:  # fmt: skip
+               losses: Sequence[str] = LOSSES, packs: Sequence[int] = PACKS) -> list[Row]:  # fmt: skip
     """The PacGAN table (GAN, PacGAN2-4) and the losses table (rows of ``losses``) on ``data``, at ``epochs``.
 
     ``data`` ring/grid are PacGAN's protocol; ring8/grid25 the VEEGAN-style toys (the losses table only), at
@@ -192,7 +192,7 @@ def gan2d_rows(budget: Budget, epochs: int, tables: Sequence[str], data: Sequenc
                 rows += veegan_loss_rows(budget, d, toy_epochs or budget.toy_epochs, seeds, losses)
             continue
         if "pacgan" in tables:
-            for m in PACKS:
+            for m in packs:
                 rows.append(Row(
                     "pacgan", d, "GAN" if m == 1 else f"PacGAN{m}",
                     (f"experiment=pacgan_{d}", f"model.pack={m}", *epochs_overrides(epochs, val_every, m),
@@ -936,6 +936,8 @@ def add_arguments(parser: argparse.ArgumentParser, what: str) -> None:
             "--losses", default=",".join(LOSSES), help="rows of the losses table, e.g. minimax,nonsaturating"
         )
         parser.add_argument("--epochs", type=int, default=None, help="pack-1 epochs (default: the budget's)")
+        parser.add_argument("--packs", default=",".join(map(str, PACKS)),
+                            help="rows of the PacGAN table by pack, e.g. 1,2 (GAN, PacGAN2)")  # fmt: skip
         parser.add_argument("--toy-epochs", type=int, default=None,
                             help="epochs of the VEEGAN-style toys' 20,000 samples (default: the budget's)")  # fmt: skip
     else:
@@ -1077,8 +1079,11 @@ def main_gan2d(args: argparse.Namespace) -> None:
     losses = [loss for loss in args.losses.split(",") if loss]
     if not losses or set(losses) - set(LOSSES):
         raise SystemExit(f"--losses takes a subset of {','.join(LOSSES)}; got {args.losses!r}")
+    packs = [int(m) for m in args.packs.split(",") if m.strip().isdigit()]
+    if not packs or set(packs) - set(PACKS) or len(packs) != len([m for m in args.packs.split(",") if m.strip()]):
+        raise SystemExit(f"--packs takes a subset of {','.join(map(str, PACKS))}; got {args.packs!r}")
     rows = gan2d_rows(budget, args.epochs or budget.epochs, tables, data, parse_seeds(args.seeds), args.toy_epochs,
-                      losses)  # fmt: skip
+                      losses, packs)  # fmt: skip
     run_and_write(rows, args)
 
 

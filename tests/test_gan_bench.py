@@ -330,3 +330,12 @@ def test_a_longer_budget_continues_the_shorter_run_and_ends_where_a_fresh_run_en
     assert longer["continued_from"]["steps"] == 5 and longer["wall_s"] > short["wall_s"]
     assert (Path(short["run_dir"]) / "checkpoints" / "last.ckpt").is_file()  # the shorter run's folder is kept
     assert "continued from the 5-step runs" in gan_bench.cost_cell([longer])
+
+
+def test_packs_choose_the_pacgan_rows_and_a_bad_pack_is_refused(tmp_path: Path, capsys) -> None:
+    gan_bench.main(["gan2d", "--only", "pacgan", "--data", "grid", "--packs", "1,3", "--seeds", "0", "--dry-run",
+                    "--write-to", str(tmp_path)])  # fmt: skip
+    shown = [ln.split(" seed")[0] for ln in capsys.readouterr().out.splitlines() if ln.startswith("[pacgan/")]
+    assert shown == ["[pacgan/grid/GAN", "[pacgan/grid/PacGAN3"]
+    with pytest.raises(SystemExit, match="--packs takes a subset"):
+        gan_bench.main(["gan2d", "--packs", "1,5", "--dry-run", "--write-to", str(tmp_path)])
