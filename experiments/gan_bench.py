@@ -1022,9 +1022,12 @@ def dry_run(rows: Sequence[Row], records: dict, threads: int, trainer: str | Non
             key = run_key(row.overrides, seed)
             state = "recorded" if key in records["runs"] else "shared" if key in seen else "to run"
             if state == "to run":
-                todo_steps += steps_of(row)
+                start = shorter_run(row, seed, records)
+                steps = steps_of(row) - (start["steps"] if start else 0)
+                state += f", continuing its {start['steps']:,}-step run" if start else ""
+                todo_steps += steps
                 pack = dict(o.split("=", 1) for o in row.overrides).get("model.pack")
-                core_s += steps_of(row) / rates[pack] if pack in rates else math.nan
+                core_s += steps / rates[pack] if pack in rates else math.nan
             seen.add(key)
             print(f"[{row.key} seed {seed}: {state}] {command_line(row, seed, threads, trainer)}")
     runs = sum(len(r.seeds) for r in rows)
