@@ -313,7 +313,7 @@ def shorter_run(row: Row, seed: int, records: dict) -> dict | None:
     epochs = int(dict(o.split("=", 1) for o in row.overrides if "=" in o).get("trainer.max_epochs", 0))
     found = [
         rec for rec in records["runs"].values()
-        if rec["seed"] == seed and others(rec["overrides"]) == others(row.overrides) and rec["epochs"] < epochs
+        if rec.get("seed") == seed and others(rec["overrides"]) == others(row.overrides) and rec["epochs"] < epochs
         and (Path(rec["run_dir"]) / "checkpoints" / "last.ckpt").is_file()
     ]  # fmt: skip
     return max(found, key=lambda rec: rec["epochs"], default=None)

@@ -85,6 +85,19 @@ def test_dry_run_prints_each_command_and_runs_nothing(tmp_path: Path, capsys) ->
     gan_bench.main(args)
     out = capsys.readouterr().out
     assert "[pacgan/ring/GAN seed 0: recorded]" in out and "140,080 generator steps still to run" in out
+    # A shorter recorded run of a row, its checkpoint on disk, is continued: only the steps left are counted.
+    short = gan_bench.gan2d_rows(gan_bench.BUDGETS["cpu"], 10, ("pacgan",), ("ring",))[1]  # PacGAN2, 10,000 steps
+    (tmp_path / "short" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "short" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    records = {"runs": {key: {"overrides": list(row.overrides)},
+                        gan_bench.run_key(short.overrides, 1): {"overrides": list(short.overrides), "seed": 1,
+                                                                "epochs": 20, "steps": 10000,
+                                                                "run_dir": str(tmp_path / "short")}}}  # fmt: skip
+    (tmp_path / "w" / "gan_results.json").write_text(json.dumps(records))
+    gan_bench.main(args)
+    out = capsys.readouterr().out
+    assert "[pacgan/ring/PacGAN2 seed 1: to run, continuing its 10,000-step run]" in out
+    assert "[pacgan/ring/PacGAN2 seed 0: to run]" in out and "130,080 generator steps still to run" in out
 
 
 def test_mean_standard_error_and_verdict() -> None:
