@@ -57,6 +57,17 @@ REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"
 HEADING = "## GANs"
 LOSSES = ("minimax", "nonsaturating", "wgan_gp", "hinge", "lsgan")
+# Rows of the losses table and their overrides: the five losses at the table's one critic step per generator
+# step, and WGAN-GP as its paper trains it, five critic steps per generator step (Gulrajani et al. 2017, Alg. 1).
+LOSS_ROWS = {
+    "minimax": ("loss=minimax",),
+    "nonsaturating": (),
+    "wgan_gp": ("loss=wgan_gp",),
+    "wgan_gp, 5 critic steps": ("loss=wgan_gp", "model.n_critic=5"),
+    "hinge": ("loss=hinge",),
+    "lsgan": ("loss=lsgan",),
+}
+LOSS_ROW_NAMES = {"wgan_gp5": "wgan_gp, 5 critic steps"}  # --losses spelling of the row names with spaces
 PACKS = (1, 2, 3, 4)
 TOY_DATA = ("ring", "grid")  # PacGAN's protocol (experiment=pacgan_ring|pacgan_grid)
 # VEEGAN-style toys (experiment=gan_ring8|gan_grid25: 20,000 samples, batch 256, MLP 3x128): the losses table only.
@@ -205,7 +216,7 @@ def gan2d_rows(budget: Budget, epochs: int, tables: Sequence[str], data: Sequenc
                 rows.append(Row(
                     "losses", d, loss,
                     (f"experiment=pacgan_{d}", "model.pack=1", *epochs_overrides(epochs, val_every, 1),
-                     *budget.extra, *([] if loss == "nonsaturating" else [f"loss={loss}"])),
+                     *budget.extra, *LOSS_ROWS[loss]),
                     seeds or budget.loss_seeds, PACGAN_TABLE1[(d, 1)] if loss == "nonsaturating" else None,
                 ))  # fmt: skip
     return rows
@@ -222,7 +233,7 @@ def veegan_loss_rows(budget: Budget, d: str, epochs: int, seeds: tuple[int, ...]
             "losses",
             d,
             loss,
-            (*base, *([] if loss == "nonsaturating" else [f"loss={loss}"])),
+            (*base, *LOSS_ROWS[loss]),
             seeds or budget.loss_seeds,
             VEEGAN_GAN[d] if loss == "nonsaturating" else None,
         )  # fmt: skip
@@ -459,7 +470,7 @@ def recorded_rows(records: dict) -> list[Row]:
     """The rows of every table that has runs, in table order: PacGAN (by pack), losses (chapter order), MNIST."""
     rows = [Row.from_record(r) for r in records.get("rows", {}).values()]
     rows = [r for r in rows if row_runs(r, records)]
-    names = ["GAN", *(f"PacGAN{m}" for m in PACKS[1:]), *LOSSES]
+    names = ["GAN", *(f"PacGAN{m}" for m in PACKS[1:]), *LOSS_ROWS]
 
     def order(row: Row) -> tuple:
         steps = row_runs(row, records)[0]["steps"] or 0
@@ -933,7 +944,9 @@ def add_arguments(parser: argparse.ArgumentParser, what: str) -> None:
             help="ring,grid (PacGAN's protocol); ring8,grid25 (VEEGAN-style toys, losses table only)",
         )
         parser.add_argument(
-            "--losses", default=",".join(LOSSES), help="rows of the losses table, e.g. minimax,nonsaturating"
+            "--losses", default=",".join(LOSSES),
+            help=f"rows of the losses table, e.g. minimax,nonsaturating; also {','.join(LOSS_ROW_NAMES)} "
+                 "(WGAN-GP with 5 critic steps per generator step)",
         )
         parser.add_argument("--epochs", type=int, default=None, help="pack-1 epochs (default: the budget's)")
         parser.add_argument("--packs", default=",".join(map(str, PACKS)),
@@ -1079,9 +1092,9 @@ def main_gan2d(args: argparse.Namespace) -> None:
     if set(tables) - {"pacgan", "losses"} or set(data) - set(ALL_TOYS):
         raise SystemExit(f"--only takes pacgan,losses and --data ring,grid,ring8,grid25; got {args.only!r}, "
                          f"{args.data!r}")  # fmt: skip
-    losses = [loss for loss in args.losses.split(",") if loss]
-    if not losses or set(losses) - set(LOSSES):
-        raise SystemExit(f"--losses takes a subset of {','.join(LOSSES)}; got {args.losses!r}")
+    losses = [LOSS_ROW_NAMES.get(loss, loss) for loss in args.losses.split(",") if loss]
+    if not losses or set(losses) - set(LOSS_ROWS):
+        raise SystemExit(f"--losses takes a subset of {','.join([*LOSSES, *LOSS_ROW_NAMES])}; got {args.losses!r}")
     packs = [int(m) for m in args.packs.split(",") if m.strip().isdigit()]
     if not packs or set(packs) - set(PACKS) or len(packs) != len([m for m in args.packs.split(",") if m.strip()]):
         raise SystemExit(f"--packs takes a subset of {','.join(map(str, PACKS))}; got {args.packs!r}")

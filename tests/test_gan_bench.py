@@ -352,3 +352,16 @@ def test_packs_choose_the_pacgan_rows_and_a_bad_pack_is_refused(tmp_path: Path, 
     assert shown == ["[pacgan/grid/GAN", "[pacgan/grid/PacGAN3"]
     with pytest.raises(SystemExit, match="--packs takes a subset"):
         gan_bench.main(["gan2d", "--packs", "1,5", "--dry-run", "--write-to", str(tmp_path)])
+
+
+def test_wgan_gp_with_its_papers_five_critic_steps_is_a_row_of_its_own(tmp_path: Path, capsys) -> None:
+    rows = gan_bench.gan2d_rows(gan_bench.BUDGETS["cpu"], 20, ("losses",), ("ring8",),
+                                losses=("wgan_gp", "wgan_gp, 5 critic steps"))  # fmt: skip
+    plain, five = (overrides_of(r) for r in rows)
+    assert plain["loss"] == five["loss"] == "wgan_gp" and "model.n_critic" not in plain and five["model.n_critic"] == "5"
+    assert gan_bench.steps_of(rows[0]) == gan_bench.steps_of(rows[1]) == 300 * 79  # generator steps, not critic steps
+    gan_bench.main(["gan2d", "--only", "losses", "--data", "grid25", "--losses", "wgan_gp5", "--seeds", "0",
+                    "--dry-run", "--write-to", str(tmp_path)])  # fmt: skip
+    assert "[losses/grid25/wgan_gp, 5 critic steps seed 0: to run]" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--losses takes a subset"):
+        gan_bench.main(["gan2d", "--losses", "wgan", "--dry-run", "--write-to", str(tmp_path)])
