@@ -383,7 +383,7 @@ def run_one(row: Row, seed: int, out: Path, threads: int, trainer: str | None, s
         "cpu_s": round(done.ru_utime - usage.ru_utime + done.ru_stime - usage.ru_stime + earlier["cpu_s"], 1),
         "continued_from": None if start_from is None else {
             "steps": start_from["steps"], "epochs": start_from["epochs"], "run_dir": start_from["run_dir"],
-            "commit": start_from["commit"], "wall_s": start_from["wall_s"],
+            "commit": start_from.get("commit"), "wall_s": start_from["wall_s"],  # records before provenance lack it
         },  # fmt: skip
         "load_mean": round(statistics.mean(loads), 2),
         "load_max": round(max(loads), 2),
