@@ -51,7 +51,9 @@ def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
 
 class EvalMatmuls(TorchFunctionMode):
     """F.linear at the evaluation's precision: in bfloat16 for the weights in ``bf16_weights`` (their id -> a
-    bfloat16 copy; float32 accumulation, bias and output), unchanged otherwise.
+    bfloat16 copy), unchanged otherwise. The bf16 path rounds the input to bfloat16 and multiplies; the product
+    ``x W^T`` comes back in bfloat16 (rounded to 8 significant bits), and only then is it converted to float32 and
+    the float32 bias added, so the bias is exact but each output carries one bfloat16 rounding of ``x W^T``.
 
     A torch function mode is thread-local: enter one in each thread that evaluates (``context`` of
     :func:`importance_weighted_log_likelihood`).
