@@ -4,10 +4,14 @@ images are logged, and a failed online start falls back to offline without stopp
 from __future__ import annotations
 
 import json
+import math
+import os
+import socket
 from pathlib import Path
 
 import pytest
 from conftest import TINY, read_metrics, run_cli
+from test_cli import scored_batch, squared_error
 
 import genlab.loggers.wandb_run as wandb_run
 
@@ -26,28 +30,42 @@ def run_record(run: Path) -> bytes:
     return next(run.glob("run-*.wandb")).read_bytes()
 
 
+def closed_port() -> int:
+    """A loopback port that nothing listens on: one the kernel just handed out and that is closed again."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """A two-job sweep told to log online to an unreachable W&B server (loopback port 9) with a bogus key."""
+    """A two-job sweep told to log online to an unreachable W&B server (a closed loopback port) with a bogus key."""
     sweep = tmp_path_factory.mktemp("wandb") / "mysweep"
-    env = {"WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
-    proc = run_cli("-m", "model.latent_dim=2,3", *NO_LOGGER, "logger=wandb", "logger.wandb.init_timeout=5",
-                   "tags=[genlab_test]", "logger.wandb.job_type=sweep_test", f"hydra.sweep.dir={sweep}", env=env)
+    url = f"http://127.0.0.1:{closed_port()}"
+    env = {"WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": url}
+    with pytest.MonkeyPatch.context() as mp:  # a proxy would answer for the closed port
+        for name in [n for n in os.environ if n.lower().endswith("_proxy")]:
+            mp.delenv(name)
+        proc = run_cli("-m", "model.latent_dim=2,3", *NO_LOGGER, "logger=wandb", "logger.wandb.init_timeout=5",
+                       "tags=[genlab_test]", "logger.wandb.job_type=sweep_test", f"hydra.sweep.dir={sweep}", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return sweep, proc
+    return sweep, proc, url
 
 
 def test_unreachable_server_falls_back_offline_and_training_completes(sweep):
-    sweep, proc = sweep
-    assert proc.stderr.count("http://127.0.0.1:9 is unreachable; logging offline instead") == 2  # once per job
+    sweep, proc, url = sweep
+    assert proc.stderr.count(f"{url} is unreachable; logging offline instead") == 2  # once per job
     assert "wandb sync" in proc.stderr
+    x, _ = scored_batch("digits", "val")
     for job in ("0", "1"):
         offline_run(sweep / job)
-        assert read_metrics(sweep / job)["val/loss"] >= 0
+        # the AE's summed squared error after 3 steps: below that of a zero output, far above 1 % of it
+        loss, zeros = read_metrics(sweep / job)["val/loss"], squared_error(x, 0.0)
+        assert math.isfinite(loss) and 0.01 * zeros < loss < zeros, (loss, zeros)
 
 
 def test_sweep_jobs_are_separate_runs_grouped_by_the_sweep_with_config_table_and_images(sweep):
-    sweep, _ = sweep
+    sweep, *_ = sweep
     ids = set()
     for job, latent in (("0", 2), ("1", 3)):
         run = offline_run(sweep / job)
