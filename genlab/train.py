@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from genlab import console, cpu_matmul
+from genlab import console, cpu_matmul, provenance
 from genlab.accelerator import check_accelerator
 from genlab.callbacks.interrupt import Interrupted, resume_command
 from genlab.checkpoint_check import check_resumable
@@ -91,6 +91,7 @@ def instantiate_group(cfg: DictConfig, group: str) -> list[Any]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment; return the metrics also written to ``<output_dir>/metrics.json``."""
+    started = provenance.start()
     console.drop_notices()
     resolved = validate_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
@@ -130,6 +131,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update({k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")})
 
     if trainer.is_global_zero:
+        metrics["provenance"] = provenance.finish(started, trainer.strategy.root_device)
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         hints = sync_hints(trainer.loggers)  # before publish_summary, which finishes the W&B runs

@@ -145,4 +145,7 @@ def run_cli(
 
 
 def read_metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
+    """The run's metrics.json without its provenance (commit, wall time, load), which differs between equal runs."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics.pop("provenance", None)
+    return metrics

@@ -12,21 +12,23 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from genlab.compare.runs import Run, run_labels
 
 Points = list[tuple[int, float]]
 
 
-def _csv_curves(folder: Path) -> dict[str, Points]:
-    """Every metric column of the CSV logger's metrics.csv files below ``folder``: name -> [(step, value)]."""
+def _csv_curves(folder: Path, x: str = "step") -> dict[str, Points]:
+    """Every metric column of the CSV logger's metrics.csv files below ``folder``: name -> [(x, value)], ``x`` the
+    ``step`` or ``epoch`` column of the row."""
     curves: dict[str, dict[int, float]] = {}
     for path in sorted(folder.rglob("metrics.csv")):
         with path.open(newline="") as f:
             for row in csv.DictReader(f):
-                if not row.get("step"):
+                if not row.get(x):
                     continue
-                step = int(float(row["step"]))
+                step = int(float(row[x]))
                 for name, text in row.items():
                     if name not in ("step", "epoch") and text not in (None, ""):
                         curves.setdefault(name, {})[step] = float(text)
@@ -47,10 +49,10 @@ def _tensorboard_curves(folder: Path) -> dict[str, Points]:
     return {name: sorted(points.items()) for name, points in curves.items()}
 
 
-def logged_curves(folder: Path) -> dict[str, Points]:
-    """All curves a run logged, CSV first, then TensorBoard for names the CSV lacks."""
-    curves = _tensorboard_curves(folder)
-    curves.update(_csv_curves(folder))
+def logged_curves(folder: Path, x: str = "step") -> dict[str, Points]:
+    """All curves a run logged, CSV first, then TensorBoard for names the CSV lacks (which has steps, no epochs)."""
+    curves = _tensorboard_curves(folder) if x == "step" else {}
+    curves.update(_csv_curves(folder, x))
     return curves
 
 
@@ -60,6 +62,15 @@ def pick(curves: dict[str, Points], metric: str) -> tuple[str, Points] | None:
         if curves.get(name):
             return name, curves[name]
     return None
+
+
+def late_change(points: Points) -> tuple[float, int] | None:
+    """(last value - the value at the point nearest half the last step, that step): near 0 once a curve has
+    plateaued over its second half; None with fewer than two points."""
+    if len(points) < 2:
+        return None
+    half = min(points[:-1], key=lambda p: abs(p[0] - points[-1][0] / 2))
+    return points[-1][1] - half[1], half[0]
 
 
 @dataclass
@@ -114,12 +125,27 @@ def collect_curves(runs: Sequence[Run], metric: str, groups: dict[str, list[Run]
 
 def plot_curves(path: Path, name: str, curves: Sequence[Curve]) -> None:
     """PNG of the curves against step; a group's line is the mean with a shaded ±1 std band."""
+    plot_panels(path, [(name, curves)])
+
+
+def plot_panels(path: Path, panels: Sequence[tuple[str, Sequence[Curve]]], x_label: str = "step",
+                title: str | None = None) -> None:
+    """PNG of one panel per (metric name, curves) side by side, each drawn as :func:`plot_curves` draws one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    for ax, (name, curves) in zip(axes[0], panels):
+        _draw(ax, name, curves, x_label)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _draw(ax: Any, name: str, curves: Sequence[Curve], x_label: str) -> None:
     for curve in curves:
         label = curve.label if curve.n_runs == 1 else f"{curve.label} (mean ± std of {curve.n_runs})"
         (line,) = ax.plot(curve.steps, curve.mean, label=label, marker="." if len(curve.steps) < 30 else None)
@@ -127,10 +153,8 @@ def plot_curves(path: Path, name: str, curves: Sequence[Curve]) -> None:
             low = [m - s for m, s in zip(curve.mean, curve.std)]
             high = [m + s for m, s in zip(curve.mean, curve.std)]
             ax.fill_between(curve.steps, low, high, color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("step")
+    ax.set_xlabel(x_label)
     ax.set_ylabel(name)
     ax.set_title(f"{name} over {sum(c.n_runs for c in curves)} runs")
     if len(curves) <= 12:
         ax.legend(fontsize=8)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)

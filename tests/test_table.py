@@ -1,0 +1,147 @@
+"""python -m genlab.table: a table file run (continued to a longer budget), recorded, rendered; the shipped tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from genlab.compare.groups import Stat
+from genlab.table import TableError, load_table
+from genlab.table import runner as table_runner
+from genlab.table.__main__ import main
+from genlab.table.render import render, verdict
+
+# The README's example: a table of one's own, two rows, two seeds, two budgets, the longer continuing the shorter.
+MINE = {
+    "title": "Autoencoders on digits",
+    "protocol": "Two small autoencoders on scikit-learn's digits.",
+    "base": ["data=digits", "logger=csv", "callbacks=lean", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"],
+    "rows": {"ae": ["model=ae"], "ae, 8-d codes": ["model=ae", "model.latent_dim=8"]},
+    "seeds": [0, 1],
+    "budgets": {"short": {"share": "1 epoch", "overrides": ["trainer.max_epochs=1"]},
+                "long": {"share": "2 epochs", "overrides": ["trainer.max_epochs=2"], "continues": "short"}},
+    "columns": [{"metric": "test/recon", "better": "lower", "label": "test MSE", "digits": 3}],
+    "source": "made up",
+    "published": {"ae": {"test/recon": [5.0, 0.1]}},
+    "curves": ["val/loss"],
+    "x": "epoch",
+    "reading": "Eight dimensions reconstruct better than two.",
+}
+
+
+def write_table(folder: Path, node: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mine.yaml"
+    path.write_text(yaml.safe_dump(node, sort_keys=False))
+    return path
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.with_suffix(".jsonl").read_text().splitlines()]
+
+
+def test_my_table_runs_continues_to_the_longer_budget_resumes_and_renders(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    path, out = write_table(tmp_path / "a", MINE), tmp_path / "a" / "runs"
+    for budget in ("short", "long"):
+        assert main(["run", str(path), "--budget", budget, "--out", str(out), "--allow-dirty"]) == 0
+    recs = {(r["row"], r["budget"], r["seed"]): r for r in records(path)}
+    assert len(recs) == 8
+    long = recs[("ae", "long", 0)]
+    assert long["epochs"] == 2 and long["continued_from"]["budget"] == "short"
+    assert [x for x, _ in long["curve"]["val/loss"]] == [1, 2]  # the shorter run's validation stays in the curve
+    assert long["curve"]["val/loss"][0] == recs[("ae", "short", 0)]["curve"]["val/loss"][0]
+    folder = Path(long["folder"])
+    assert folder == Path(recs[("ae", "short", 0)]["folder"])  # trained on in the shorter run's folder ...
+    assert "ckpt_path=last" in (folder / ".hydra" / "overrides.yaml").read_text()  # ... from its last checkpoint
+    prov = long["provenance"]
+    assert prov["wall_s"] > 0 and prov["threads"] == 1 and prov["cpu_matmul"] in ("blas", "onednn")
+    assert prov["machine"] and isinstance(prov["dirty"], bool) and prov["load"]["start"] >= 0
+    assert long["command"] == "python -m genlab data=digits logger=csv callbacks=lean trainer.limit_val_batches=2 " \
+        "trainer.limit_test_batches=2 model=ae trainer.max_epochs=2 seed=0"
+
+    # From scratch, the longer budget ends where the continued run ended.
+    fresh_path = write_table(tmp_path / "b", MINE)
+    assert main(["run", str(fresh_path), "--budget", "long", "--rows", "ae", "--seeds", "0", "--out",
+                 str(tmp_path / "b" / "runs"), "--allow-dirty"]) == 0
+    fresh = records(fresh_path)[0]
+    assert "continued_from" not in fresh
+    assert fresh["metrics"] == pytest.approx(long["metrics"], abs=1e-6) and fresh["curve"] == long["curve"]
+
+    # Interrupted after the runs, before recording: the same command records the finished run without training.
+    lines = path.with_suffix(".jsonl").read_text().splitlines()
+    path.with_suffix(".jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    capsys.readouterr()
+    assert main(["status", str(path), "--budget", "long", "--out", str(out)]) == 0
+    assert "ae, 8-d codes | long | seed 1: finished, not recorded" in capsys.readouterr().out
+    stamp = (Path(json.loads(lines[-1])["folder"]) / "metrics.json").stat().st_mtime_ns
+    assert main(["run", str(path), "--budget", "long", "--out", str(out), "--allow-dirty"]) == 0
+    assert len(records(path)) == 8 and (Path(json.loads(lines[-1])["folder"]) / "metrics.json").stat().st_mtime_ns == stamp
+
+    results = path.with_suffix(".md")
+    results.write_text("# Results\n\nkept above\n")
+    for _ in range(2):  # a second render replaces the section
+        assert main(["render", str(path)]) == 0
+    text = results.read_text()
+    assert text.startswith("# Results\n\nkept above\n") and text.count("<!-- table:mine -->") == 1
+    rows = [line for line in text.splitlines() if line.startswith("| ae")]
+    assert [r.split(" | ")[:2] for r in rows] == [["| ae", "short"], ["| ae, 8-d codes", "short"], ["| ae", "long"],
+                                                  ["| ae, 8-d codes", "long"]]
+    values = [r["metrics"]["test/recon"] for k, r in recs.items() if k[:2] == ("ae", "long")]
+    stat = Stat.of(values)
+    assert f"**{stat.mean:.3f} ± {stat.sem:.3f}**" in rows[2] and "| 5.000 ± 0.100 |" in rows[2]
+    assert "Eight dimensions reconstruct better" in text and (tmp_path / "a" / "curves" / "mine.png").stat().st_size
+
+
+def fake_run(folder: Path, dirty: bool) -> table_runner.Job:
+    folder.mkdir(parents=True)
+    prov = {"commit": "0123456789", "dirty": dirty, "wall_s": 60.0, "cpu_s": 50.0, "threads": 1, "machine": "cpu"}
+    (folder / "metrics.json").write_text(json.dumps({"test/recon": 4.5, "epoch": 0.0, "provenance": prov}))
+    return table_runner.Job("ae", "short", 0, folder, table_runner.FINISHED)
+
+
+def test_a_run_from_uncommitted_code_is_recorded_only_when_allowed_and_says_so(tmp_path, monkeypatch, capsys):
+    table = load_table(str(write_table(tmp_path, MINE)))
+    job = fake_run(tmp_path / "run", dirty=True)
+    assert table_runner.record(table, job, allow_dirty=False) is None and not table.records.exists()
+    assert "not recorded" in capsys.readouterr().out
+    monkeypatch.setattr(table_runner, "git_commit", lambda: ("0123456789", True))
+    with pytest.raises(TableError, match="uncommitted changes .* --allow-dirty"):
+        table_runner.run(table, [job], 1, allow_dirty=False, dry_run=False, hydra=())
+    assert table_runner.record(table, job, allow_dirty=True)["provenance"]["dirty"] is True
+    render(table)
+    assert "commit 0123456789 with uncommitted changes (seeds 0)" in table.results.read_text()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"colour": 1}, "colour: Key 'colour' not in 'Table'"),
+    ({"columns": [{"metric": "test/recon", "better": "up"}]}, "expected one of \\[higher, lower\\]"),
+    ({"rows": {"ae": ["model=ae", "seed=3"]}}, "rows.ae: expected KEY=VALUE overrides other than seed"),
+    ({"published": {"ae": {"val/nll": [1.0, 0.1]}}}, "published.ae: expected {COLUMN METRIC"),
+    ({"budgets": {"short": {"share": "1", "overrides": ["trainer.max_epochs=1"]},
+                  "long": {"share": "2", "overrides": ["trainer.max_epochs=2", "model.latent_dim=4"],
+                           "continues": "short"}}}, "continues \\(row ae\\): .* got \\['model.latent_dim'\\]"),
+])
+def test_a_bad_table_file_names_its_key(tmp_path: Path, change: dict, message: str) -> None:
+    with pytest.raises(TableError, match=message):
+        load_table(str(write_table(tmp_path, {**MINE, **change})))
+
+
+def test_a_bad_choice_on_the_command_line_is_one_line_naming_the_choices(tmp_path, capsys) -> None:
+    path = str(write_table(tmp_path, MINE))
+    assert main(["status", path, "--budget", "full"]) == 2
+    assert capsys.readouterr().err.strip() == "genlab.table: error: --budget 'full': not a budget of mine; budgets: " \
+        "short, long"
+    assert main(["run", path, "--rows", "vae", "--dry-run"]) == 2
+    assert "rows: ['ae', 'ae, 8-d codes']" in capsys.readouterr().err
+
+
+def test_verdict_compares_within_two_standard_errors() -> None:
+    # |6.0 - 6.3| = 0.3 <= 2 hypot(0.3, 0.5): within; 8 modes against 6.3 ± 0.5 better; a lower KL is better.
+    assert verdict(Stat.of([5.7, 6.0, 6.3]), (6.3, 0.5), True) == "within 2 SE"
+    assert verdict(Stat.of([8.0, 8.0]), (6.3, 0.5), True) == "better"
+    assert verdict(Stat.of([0.8]), (0.45, 0.09), False) == "worse"
+    assert verdict(Stat.of([0.1]), (0.45, None), False) == "better"
