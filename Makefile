@@ -37,7 +37,7 @@ $(VENV)/.bench-installed: $(STAMP)
 	touch $@
 
 bench: install $(VENV)/.bench-installed
-	$(PY) experiments/bench.py
+	$(PY) -m experiments.bench
 
 # On a CUDA machine: every model family under trainer=gpu (32, bf16-mixed, 16-mixed) and trainer=ddp, then the
 # bench, into experiments/gpu_check.json; without CUDA it says so and fails. At most 10 minutes.

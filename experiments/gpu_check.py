@@ -9,7 +9,7 @@
    job does not stop the others.
 2. ``python -m genlab -m model=<every family> trainer=ddp trainer.devices=1`` (one DDP process per job,
    NCCL), in Hydra's basic launcher.
-3. ``experiments/bench.py --device cuda`` (the training cases, the k=5000 NLL on all 10,000 MNIST test images,
+3. ``python -m experiments.bench --device cuda`` (the training cases, the k=5000 NLL on all 10,000 MNIST test images,
    start-up) when MNIST is in ``$GENLAB_DATA_DIR/mnist``, with whatever of the time budget is left.
 
 Every job's outcome (finite final losses in its metrics.json, its wall time) and the bench's numbers go to one
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = True
     else:
         bench_out = args.work / "bench_gpu.json"
-        cmd = [sys.executable, str(HERE / "bench.py"), "--device", "cuda", "--only", "vae,gan,toy_gan,nll,startup",
+        cmd = [sys.executable, "-m", "experiments.bench", "--device", "cuda", "--only", "vae,gan,toy_gan,nll,startup",
                "--reps", "3", "--threads", "4", "--nll-threads", "4", "--nll-images", "10000", "--out", str(bench_out)]
         code, seconds = run(cmd, args.work / "bench.log", left, env)
         report["bench"] = {"command": " ".join(cmd), "exit": code, "seconds": seconds,

@@ -9,18 +9,28 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import pytest
 import torch
-from test_fast_path import _gan  # the same tiny GAN the fast-path tests train
 
 from genlab.callbacks.progress import MinibatchProgressBar
 from genlab.checks import ConfigError
 from genlab.data.toy2d import Toy2DDataModule
+from genlab.losses.gan_losses import NonSaturating
 from genlab.models.gan import GAN
+from genlab.nets.mlp import MLP
+
+
+def _gan() -> GAN:
+    """A tiny 2-D GAN with two D steps per minibatch and an EMA generator (more per-step work to skip)."""
+    torch.manual_seed(0)
+    adam = functools.partial(torch.optim.Adam, lr=1e-2)
+    return GAN((2,), functools.partial(MLP, hidden=[16]), functools.partial(MLP, hidden=[16]), NonSaturating(),
+               adam, adam, latent_dim=2, n_critic=2, ema_decay=0.9, sample_metrics=False)
 
 
 def _ring(**kwargs: Any) -> Toy2DDataModule:
