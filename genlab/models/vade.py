@@ -30,6 +30,7 @@ from genlab.losses.distributions import floor_log_var
 from genlab.losses.vade import gmm_log_density, gmm_log_responsibilities, gmm_responsibilities, vade_kl
 from genlab.metrics.clustering import ClusteringScores
 from genlab.models.lr_schedules import constant
+from genlab.models.vade_pretrain import AutoencoderPretraining, log_rows, start_scores
 from genlab.models.vae import VAE
 
 # Where the clustering scores come from at test time: the test split (test/acc ...), or also every image of the
@@ -54,6 +55,7 @@ class VaDE(VAE):
         posterior_var_init: float | None = 0.1,
         finetune_lr_factor: float = 1.0,
         eval_on: str = "test",
+        pretrain: AutoencoderPretraining | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
@@ -65,6 +67,15 @@ class VaDE(VAE):
         self.posterior_var_init = posterior_var_init
         self.finetune_lr_factor = fraction("finetune_lr_factor", finetune_lr_factor, open_high=False)
         self.eval_on = one_of("eval_on", eval_on, EVAL_ON)
+        # model/pretrain=...: a stage of its own before epoch 0 (genlab/models/vade_pretrain.py), instead of the
+        # pretrain_epochs inside the loop at VaDE's optimizer
+        if pretrain is not None and not isinstance(pretrain, AutoencoderPretraining):
+            raise ConfigError(f"pretrain={pretrain!r} is not accepted: expected null or a pretraining stage "
+                              "(model/pretrain=dec)")
+        if pretrain is not None and self.pretrain_epochs:
+            raise ConfigError(f"pretrain_epochs={pretrain_epochs!r} is not accepted with model.pretrain set: expected 0 "
+                              "(the pretraining stage runs before the first epoch)")
+        self.pretrain = pretrain
         lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
         if self.lr_min is not None and self.lr_min > self.finetune_lr_factor * lr:
             # the floor would lift the whole VaDE phase above the rate finetune_lr_factor asks for
@@ -167,8 +178,23 @@ class VaDE(VAE):
     def on_train_epoch_start(self) -> None:
         if not self.pretraining and not bool(self.prior_fitted):
             seed = int(torch.randint(2**31 - 1, ()).item())
-            means, raw_log_vars = self.training_latent_means()
+            if self.pretrain is not None:
+                means, raw_log_vars = self.pretrain.run(self, seed)
+            else:
+                means, raw_log_vars = self.training_latent_means()
             self.fit_prior(means, seed, raw_log_vars)
+            self.log_start()
+
+    def log_start(self) -> None:
+        """Log ``init/acc|nmi|ari``: the clustering VaDE starts from (the autoencoder + GMM), on all splits."""
+        datamodule = self.trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "split_tensors"):
+            return
+        scores = start_scores(self)
+        log_rows(self, {f"init/{k}": v for k, v in scores.items()}, step=self.global_step)
+        if self.global_rank == 0:
+            print(f"VaDE start (autoencoder + GMM) at epoch {self.current_epoch}: acc {scores['acc']:.4f} "
+                  f"nmi {scores['nmi']:.4f} ari {scores['ari']:.4f}", flush=True)
 
     def pretrain_loss(self, x: Tensor, inputs: Tensor | None = None) -> Tensor:
         """The autoencoder pretraining loss: -log p(x | z = E_q[z | inputs]), batch mean (no noise, no prior).

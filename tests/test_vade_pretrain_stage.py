@@ -1,0 +1,153 @@
+"""VaDE's pretraining stage (model/pretrain=dec): DEC's recipe by config, the loss read through VaDE's own decoder,
+the start's accuracy logged against pretraining epochs, labels never trained on, a resumed run not pretraining again."""
+
+from __future__ import annotations
+
+import csv
+import functools
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+
+from genlab.checks import ConfigError
+from genlab.data.digits import DigitsDataModule
+from genlab.models.vade import VaDE
+from genlab.models.vade_pretrain import AutoencoderPretraining
+from genlab.nets.mlp import MLP
+from genlab.train import CONF_DIR
+
+SHAPE = (1, 8, 8)
+SGD = functools.partial(torch.optim.SGD, lr=1.0, momentum=0.9)
+
+
+def stage(**kwargs) -> AutoencoderPretraining:
+    return AutoencoderPretraining(SGD, **{"epochs": 12, "batch_size": 64, "eval_every": 4, **kwargs})
+
+
+def build(likelihood: str = "bernoulli", pretrain: AutoencoderPretraining | None = None, seed: int = 0) -> VaDE:
+    torch.manual_seed(seed)
+    net = functools.partial(MLP, hidden=(64,), activation="relu")
+    return VaDE(SHAPE, encoder=net, decoder=net, optimizer=functools.partial(torch.optim.Adam, lr=1e-3), latent_dim=5,
+                n_clusters=10, pretrain_epochs=0, gmm_n_init=1, likelihood=likelihood, pretrain=pretrain)
+
+
+def fit(model: VaDE, tmp_path: Path, datamodule: L.LightningDataModule | None = None, ckpt_path: str | None = None,
+        **options) -> L.Trainer:
+    """One VaDE epoch of one batch after the stage (``options`` go to the Trainer), logging to tmp_path/csv."""
+    trainer = L.Trainer(**{"max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 0, "enable_checkpointing": False,
+                           "logger": CSVLogger(tmp_path, name="csv", version=""), "enable_progress_bar": False,
+                           "enable_model_summary": False, **options})  # fmt: skip
+    trainer.fit(model, datamodule=datamodule or DigitsDataModule(batch_size=64, seed=0), ckpt_path=ckpt_path)
+    return trainer
+
+
+def rows(tmp_path: Path, prefix: str) -> list[dict[str, float]]:
+    with (tmp_path / "csv" / "metrics.csv").open() as f:
+        found = [{k: float(v) for k, v in r.items() if v and k.startswith(prefix)} for r in csv.DictReader(f)]
+    return [r for r in found if r]
+
+
+def test_the_dec_preset_is_decs_recipe_then_vades_schedule() -> None:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=vade_dec_mnist"])
+        plain = compose("config", overrides=["model=vade", "data=mnist"])
+        chosen = compose("config", overrides=["model=vade", "data=mnist", "model/pretrain=dec"])
+    assert "pretrain" not in plain.model and plain.model.pretrain_epochs > 0  # today's in-loop pretraining stays
+    assert chosen.model.pretrain.optimizer == cfg.model.pretrain.optimizer and chosen.model.pretrain_epochs == 0
+    model = instantiate(cfg.model, data_shape=[1, 28, 28])
+    pre = model.pretrain
+    assert isinstance(pre, AutoencoderPretraining) and (pre.batch_size, pre.data) == (256, "all")
+    sgd = pre.optimizer_factory([nn.Parameter(torch.zeros(1))])
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["lr"] == 1.0 and sgd.defaults["momentum"] == 0.9
+    linears = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
+    assert linears == [(784, 500), (500, 500), (500, 2000), (2000, 20), (10, 2000), (2000, 500), (500, 500), (500, 784)]
+    for net in (model.encoder, model.decoder):  # a linear code and a linear output: no activation after the last layer
+        assert isinstance([m for m in net.modules() if not list(m.children())][-1], nn.Linear)
+    # the VaDE phase is the paper's: Adam 2e-3 x0.9 every 10 epochs, floor 2e-4, batch 100, scored on all 70k
+    assert (cfg.model.optimizer.lr, cfg.model.lr_decay, cfg.model.lr_min, cfg.data.batch_size) == (2e-3, 0.9, 2e-4, 100)
+    assert model.eval_on == "all" and cfg.model.finetune_lr_factor == 1.0
+
+
+@pytest.mark.parametrize(("likelihood", "loss"), [("bernoulli", "mse"), ("gaussian_fixed", "mse"), ("bernoulli", "nll")])
+def test_the_stage_trains_the_decoder_vade_reads(likelihood: str, loss: str) -> None:
+    # A linear head trained on squared error and then read through VaDE's sigmoid (slim1017/VaDE issue #5) starts
+    # VaDE from a decoder that no longer reconstructs: the stage's loss must be VaDE's own reconstruction.
+    model = build(likelihood)
+    pre = stage(loss=loss)
+    x = torch.rand(6, *SHAPE, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got = pre.reconstruction_loss(model, x)
+        if loss == "mse":
+            assert torch.allclose(got, (model.reconstruct(x) - x).pow(2).mean(), atol=1e-6)
+            raw = model.decoder(model.encode(x)).flatten(1)
+            assert (likelihood == "gaussian_fixed") == bool(torch.allclose(got, (raw - x.flatten(1)).pow(2).mean()))
+        else:
+            assert torch.allclose(got, -model.log_likelihood(x, model.encode(x)).mean() / 64, atol=1e-6)
+
+
+def test_the_start_accuracy_is_logged_against_pretraining_epochs_and_vade_starts_there(tmp_path: Path) -> None:
+    model = build(pretrain=stage())
+    fit(model, tmp_path)
+    curve, start = rows(tmp_path, "pretrain/"), rows(tmp_path, "init/")
+    assert [r["pretrain/epoch"] for r in curve] == [4, 12 - 4, 12]
+    losses = [r["pretrain/loss"] for r in curve]
+    assert losses == sorted(losses, reverse=True) and losses[-1] < 0.8 * losses[0]
+    assert curve[-1]["pretrain/nmi"] > 0.5  # an untrained encoder's codes: NMI ~0.25 on digits
+    # the last point of the curve is the initialisation VaDE starts from: its GMM, its images
+    assert len(start) == 1 and start[0]["init/acc"] == pytest.approx(curve[-1]["pretrain/acc"], abs=2e-3)
+    assert bool(model.prior_fitted)
+
+
+class ShuffledLabels(DigitsDataModule):
+    """Digits with every split's labels permuted: what an unsupervised stage trains must not change."""
+
+    def split_tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = super().split_tensors(split)
+        return x, y[torch.randperm(len(y), generator=torch.Generator().manual_seed(5))]
+
+
+def test_labels_only_score_the_start(tmp_path: Path) -> None:
+    weights = []
+    for i, dm in enumerate((DigitsDataModule(batch_size=64, seed=0), ShuffledLabels(batch_size=64, seed=0))):
+        model = build(pretrain=stage(epochs=3, eval_every=1))
+        fit(model, tmp_path / str(i), dm)
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+        acc = rows(tmp_path / str(i), "init/")[0]["init/acc"]
+        assert (acc < 0.3) == (i == 1)  # the shuffled labels do score the same clusters worse
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[1][key]), key
+
+
+def test_a_resumed_run_does_not_pretrain_again(tmp_path: Path) -> None:
+    model = build(pretrain=stage(epochs=2, eval_every=0))
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    fit(model, tmp_path / "first", enable_checkpointing=True, callbacks=[checkpoints])
+
+    class Refuses(AutoencoderPretraining):
+        def run(self, model: VaDE, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+            raise AssertionError("the stage ran again on resume")
+
+    resumed = build(pretrain=Refuses(SGD, epochs=2, eval_every=0), seed=1)
+    fit(resumed, tmp_path / "second", max_epochs=2, ckpt_path=str(checkpoints.last_model_path))
+    assert bool(resumed.prior_fitted) and resumed.current_epoch == 2
+
+
+@pytest.mark.parametrize(("kwargs", "key"), [({"loss": "bce"}, "pretrain.loss"), ({"data": "test"}, "pretrain.data"),
+                                             ({"epochs": 0}, "pretrain.epochs"), ({"batch_size": 0}, "pretrain.batch_size"),
+                                             ({"eval_every": -1}, "pretrain.eval_every")])  # fmt: skip
+def test_bad_stage_keys_fail_early_naming_the_key(kwargs: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        stage(**kwargs)
+
+
+def test_the_stage_replaces_the_in_loop_pretraining() -> None:
+    net = functools.partial(MLP, hidden=(8,))
+    with pytest.raises(ConfigError, match="pretrain_epochs=3 is not accepted with model.pretrain set: expected 0"):
+        VaDE(SHAPE, encoder=net, decoder=net, optimizer=SGD, latent_dim=2, pretrain_epochs=3, pretrain=stage())
