@@ -8,6 +8,7 @@ then multiplies in bfloat16 only where the CPU has bfloat16 matrix units (AMX); 
 faster, so the numbers never drop to bfloat16 behind the user's back. The verdict is kept per CPU model and torch
 version in ``$GENLAB_CACHE_DIR`` (default ``~/.cache/genlab``), so every run on a machine multiplies with the
 same library (the same config and seed give the same numbers) even when a loaded machine would time it otherwise.
+A run on a GPU neither probes nor routes anything (:func:`select_for`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from genlab.accelerator import runs_on_cpu
 from genlab.checks import one_of
 
 CPU_MATMULS = ("auto", "blas", "onednn")
@@ -54,7 +56,10 @@ def available() -> bool:
 def use_onednn(enabled: bool) -> None:
     """Route float32 CPU matmuls (forward and backward) through oneDNN, or back to torch's default."""
     if available():
-        torch.backends.mkldnn.matmul.fp32_precision = "bf16" if enabled else "none"
+        # Through the legacy setter, whose "medium" sets mkldnn.matmul.fp32_precision = "bf16" (and "highest" sets
+        # "ieee", torch's BLAS): setting the per-backend flag alone leaves the two APIs inconsistent, and then
+        # torch.get_float32_matmul_precision() raises, which Lightning calls when it sets up an Ampere+ GPU.
+        torch.set_float32_matmul_precision("medium" if enabled else "highest")
 
 
 def onednn_enabled() -> bool:
@@ -135,6 +140,15 @@ def auto_verdict() -> bool:
     except OSError:
         pass
     return result.onednn_wins
+
+
+def select_for(accelerator: str, setting: str, key: str = "cpu_matmul") -> str:
+    """:func:`select` when the run trains on the CPU; on another accelerator ``setting`` is only checked: nothing is
+    probed or routed, and the return value says so (it goes into ``metrics.json``)."""
+    setting = one_of(key, setting, CPU_MATMULS)
+    if runs_on_cpu(accelerator):
+        return select(setting, key)
+    return f"unused (trainer.accelerator={accelerator})"
 
 
 def select(setting: str, key: str = "cpu_matmul") -> str:

@@ -98,8 +98,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     check_run_folder(output_dir, cfg.get("ckpt_path"), "hydra.sweep.dir" if multirun else "hydra.run.dir")
     accelerator = cfg.trainer.get("accelerator")
-    check_accelerator(accelerator, "trainer=gpu" if choice("trainer") == "gpu" else f"trainer.accelerator={accelerator}")
-    matmul = cpu_matmul.select(cfg.get("cpu_matmul", "auto"))
+    check_accelerator(accelerator, "trainer=gpu" if choice("trainer") == "gpu" else f"trainer.accelerator={accelerator}",
+                      cfg.trainer.get("precision"))
+    matmul = cpu_matmul.select_for(accelerator, cfg.get("cpu_matmul", "auto"))  # GPU runs leave CPU matmuls alone
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate_checked(cfg.data, "data")

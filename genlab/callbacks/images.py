@@ -16,7 +16,9 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger  # noqa: E4
 from matplotlib.figure import Figure  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-# Pictures use their own seed so that drawing them never moves the training RNG streams.
+from genlab.accelerator import seeded_rng  # noqa: E402
+
+# Pictures use their own seed so that drawing them never moves the training RNG streams (CPU and GPU).
 PICTURE_SEED = 1234
 
 
@@ -83,6 +85,12 @@ class PictureCallback(L.Callback):
 
     def fixed_batch(self, trainer: L.Trainer, n: int) -> tuple[Tensor, Tensor]:
         """The first ``n`` validation examples, gathered once and reused every epoch."""
+        split_tensors = getattr(trainer.datamodule, "split_tensors", None)
+        if self._batch is None and split_tensors is not None:
+            # The array datamodules' CPU tensors: a new val loader would copy the whole split to the GPU again,
+            # and under DDP serve rank 0's shard rather than the split's first images.
+            x, y = split_tensors("val")
+            self._batch = (x[:n], y[:n])
         if self._batch is None:
             xs, ys, count = [], [], 0
             for x, y in trainer.datamodule.val_dataloader():
@@ -102,8 +110,8 @@ class PictureCallback(L.Callback):
             return
         was_training = pl_module.training
         pl_module.eval()
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(PICTURE_SEED)
+        # seeded_rng forks the module's CUDA generator too: the VAE family draws its training noise there
+        with seeded_rng(PICTURE_SEED, pl_module.device), torch.no_grad():
             self.draw(trainer, pl_module)
         pl_module.train(was_training)
 

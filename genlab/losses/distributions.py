@@ -11,14 +11,21 @@ from torch import Tensor
 LOG_2PI = math.log(2.0 * math.pi)
 
 
+def at_least_float32(t: Tensor) -> Tensor:
+    """``t`` in float32 if it is a 16-bit float (autocast's output), else unchanged (float64 stays float64)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def log_normal(x: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
-    """Elementwise log N(x; mean, exp(log_var)) = -1/2 (log 2pi + log_var + (x - mean)^2 / exp(log_var))."""
+    """Elementwise log N(x; mean, exp(log_var)) = -1/2 (log 2pi + log_var + (x - mean)^2 / exp(log_var)), in at
+    least float32 (the sums over latent dims of 16-bit values would round log q and log p, hence IWAE's weights)."""
+    x, mean, log_var = at_least_float32(x), at_least_float32(mean), at_least_float32(log_var)
     return -0.5 * (LOG_2PI + log_var + (x - mean).pow(2) * torch.exp(-log_var))
 
 
 def log_standard_normal(x: Tensor) -> Tensor:
-    """Elementwise log N(x; 0, 1) = -1/2 (log 2pi + x^2)."""
-    return -0.5 * (LOG_2PI + x.pow(2))
+    """Elementwise log N(x; 0, 1) = -1/2 (log 2pi + x^2), in at least float32."""
+    return -0.5 * (LOG_2PI + at_least_float32(x).pow(2))
 
 
 def log_bernoulli(x: Tensor, logits: Tensor) -> Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from genlab.losses.distributions import log_normal, log_standard_normal
+from genlab.losses.distributions import at_least_float32, log_normal, log_standard_normal
 
 
 def kl_standard_normal(mean: Tensor, log_var: Tensor) -> Tensor:
@@ -13,6 +13,7 @@ def kl_standard_normal(mean: Tensor, log_var: Tensor) -> Tensor:
     The chapter drops the -1; without it the KL of q = p would be J/2 instead of 0 (see the errata).
     Sums over the last (latent) dimension.
     """
+    mean, log_var = at_least_float32(mean), at_least_float32(log_var)  # a float32 sum under autocast too
     return 0.5 * (mean.pow(2) + log_var.exp() - log_var - 1.0).sum(-1)
 
 

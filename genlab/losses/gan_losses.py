@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from genlab.accelerator import autocast_off
 from genlab.checks import positive
 
 Critic = Callable[[Tensor], Tensor]
@@ -49,14 +50,18 @@ def wasserstein_generator_loss(fake: Tensor) -> Tensor:
 def gradient_penalty(critic: Critic, real: Tensor, fake: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """E[(||grad f(x_hat)||_2 - 1)^2] at x_hat = e x + (1 - e) G(z), e ~ U[0, 1] per sample (Gulrajani et al. 2017).
 
-    Differentiable w.r.t. the critic's parameters (``create_graph``) so that it can be minimised.
+    Differentiable w.r.t. the critic's parameters (``create_graph``) so that it can be minimised. Computed in
+    float32 under mixed precision: under float16 autocast the input gradient runs through float16 layers without
+    the GradScaler's scaling, and small gradients underflow to 0 (PyTorch's AMP notes scale this call by hand).
     """
     eps_shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    eps = torch.rand(eps_shape, device=real.device, dtype=real.dtype, generator=generator)
-    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    out = critic(x_hat)
-    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
-    return (grad.flatten(1).norm(dim=1) - 1).square().mean()
+    dtype = torch.promote_types(real.dtype, torch.float32)  # the fakes may come out of autocast in 16 bits
+    eps = torch.rand(eps_shape, device=real.device, dtype=dtype, generator=generator)
+    with autocast_off(real.device):
+        x_hat = (eps * real.detach().to(dtype) + (1 - eps) * fake.detach().to(dtype)).requires_grad_(True)
+        out = critic(x_hat)
+        (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+        return (grad.flatten(1).norm(dim=1) - 1).square().mean()
 
 
 def hinge_discriminator_loss(real: Tensor, fake: Tensor) -> Tensor:

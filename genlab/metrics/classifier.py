@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genlab.accelerator import seeded_rng
 from genlab.checks import fraction, positive, positive_int
 from genlab.nets.conv import as_image_shape
 
@@ -93,9 +94,9 @@ def train_classifier(
         order = order[: positive_int("max_samples", max_samples)]
     n_hold = max(1, round(holdout * len(order)))
     hold, fit = order[:n_hold].to(x.device), order[n_hold:].to(x.device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = FeatureClassifier(x.shape[1:], num_classes).to(x.device)
+    with seeded_rng(seed, torch.device("cpu")):  # built on the CPU, then moved: no GPU stream is reseeded
+        net = FeatureClassifier(x.shape[1:], num_classes)
+    net = net.to(x.device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     net.train()
     done = 0

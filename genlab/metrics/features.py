@@ -40,8 +40,9 @@ def knn_radii(features: Tensor, k: int, chunk: int = 2048) -> Tensor:
     radii = []
     for s in range(0, len(features), chunk):
         d = torch.cdist(features[s : s + chunk], features)
-        # The k+1-th smallest: the smallest is the point itself at distance 0.
-        radii.append(d.kthvalue(k + 1, dim=1).values)
+        # The k+1-th smallest: the smallest is the point itself at distance 0. topk rather than kthvalue: CUDA's
+        # kthvalue has no deterministic implementation, so trainer.deterministic=true would stop the run here.
+        radii.append(d.topk(k + 1, dim=1, largest=False).values[:, -1])
     return torch.cat(radii)
 
 

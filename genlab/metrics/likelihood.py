@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -90,6 +90,18 @@ def eval_matmuls(precision: str, low_precision: Iterable[nn.Module] = ()) -> Con
     return (lambda: EvalMatmuls(bf16)) if bf16 else nullcontext
 
 
+@contextmanager
+def without_tf32_convolutions() -> Iterator[None]:
+    """cuDNN convolutions in float32 inside (torch lets them use TF32, 10-bit mantissas, on Ampere+ GPUs by
+    default); the setting is process-wide, so enter it once, in the thread that starts the estimate."""
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+
+
 def _chunk_log_sum_exp(
     log_weights: Callable[[Tensor], Tensor], eps: Tensor, autocast: tuple[bool, torch.dtype], context: ContextFactory
 ) -> Tensor:
@@ -113,7 +125,8 @@ def importance_weighted_log_likelihood(
     ``noise(n)`` draws the randomness of n samples (n leading); ``log_weights(eps)`` maps it to log-weights
     (n, B). Chunk log-sum-exps are merged with logaddexp, so the result equals the one-shot log-mean-exp over
     all k samples. ``workers > 1`` evaluates chunks on that many threads (CPU tensors only). Each chunk runs
-    inside a fresh ``context()`` in the thread that evaluates it (e.g. :func:`eval_matmuls`).
+    inside a fresh ``context()`` in the thread that evaluates it (e.g. :func:`eval_matmuls`). Convolutions run in
+    float32 on a GPU too (:func:`without_tf32_convolutions`).
     """
     positive_int("k", k)
     positive_int("chunk", chunk)
@@ -127,14 +140,14 @@ def importance_weighted_log_likelihood(
         total = lse if total is None else torch.logaddexp(total, lse)
 
     if workers == 1 or len(sizes) == 1:
-        with torch.inference_mode():
+        with torch.inference_mode(), without_tf32_convolutions():
             for n in sizes:
                 merge(_chunk_log_sum_exp(log_weights, noise(n), autocast, context))
     else:
         intra_op = torch.get_num_threads()
         torch.set_num_threads(1)  # read by the pool's threads when they start; restored below
         try:
-            with ThreadPoolExecutor(workers) as pool, torch.inference_mode():
+            with ThreadPoolExecutor(workers) as pool, torch.inference_mode(), without_tf32_convolutions():
                 pending: deque[Future[Tensor]] = deque()
                 for n in sizes:
                     pending.append(pool.submit(_chunk_log_sum_exp, log_weights, noise(n), autocast, context))

@@ -88,6 +88,8 @@ class GenerativeModule(L.LightningModule):
         self.run_config: dict[str, Any] | None = None
         self._train_log = TrainLog()
         self._plain_backward = False  # decided per fit in on_fit_start (plain_backward_applies)
+        # (what, step, epoch, loss, gradient norm or None) of the optimizer steps not yet checked (optimize)
+        self._unchecked_steps: list[tuple[str, int, int, Tensor, Tensor | None]] = []
         # The "step" and "epoch" of each stage's rows, as metrics (Lightning needs them as submodules).
         self.x_axis = torch.nn.ModuleDict(
             {f"{stage}_{key}": AxisValue() for stage in ("train", "val", "test") for key in ("step", "epoch")}
@@ -123,23 +125,32 @@ class GenerativeModule(L.LightningModule):
             return None
         return self.optimizer_factory(self.parameters())
 
-    def ensure_finite(self, value: Tensor, what: str) -> None:
-        """Raise :class:`NonFiniteError` naming ``what`` and the step if ``value`` holds NaN or Inf."""
+    def ensure_finite(self, value: Tensor, what: str, step: int | None = None, epoch: int | None = None) -> None:
+        """Raise :class:`NonFiniteError` naming ``what`` and the step (default: the current one) if ``value`` holds
+        NaN or Inf."""
         # A scalar (the usual loss or norm) is read once with item(): one op rather than isfinite, all and bool.
         finite = math.isfinite(value.item()) if value.numel() == 1 else bool(torch.isfinite(value).all())
         if not finite:
             raise NonFiniteError(
                 f"{what} is not finite ({value.detach().float().flatten()[:4].tolist()}) at global step "
-                f"{self.global_step}, epoch {self.current_epoch}. Lower the learning rate, add "
-                f"gradient clipping (model.grad_clip_norm) or check the data; the last good "
-                f"checkpoint and the logs are kept."
+                f"{self.global_step if step is None else step}, epoch {self.current_epoch if epoch is None else epoch}. "
+                f"Lower the learning rate, add gradient clipping (model.grad_clip_norm) or check the data; the last "
+                f"good checkpoint and the logs are kept."
             )
+
+    def defers_finite_checks(self) -> bool:
+        """Whether :meth:`optimize` defers its finiteness check to :meth:`check_deferred_steps`: on an accelerator,
+        where reading a value on the host waits for the device and so stops the host from queuing steps ahead."""
+        return self.device.type != "cpu"
 
     def optimize(self, optimizer: torch.optim.Optimizer, loss: Tensor, what: str = "train/loss") -> None:
         """One guarded step: zero grads, backward, check the loss and the gradient norm, clip grads, step.
 
-        A non-finite loss or gradient norm raises :class:`NonFiniteError` before the optimizer steps, so the
-        weights and the optimizer state stay those of the last good step.
+        On the CPU a non-finite loss or gradient norm raises :class:`NonFiniteError` before the optimizer steps,
+        so the weights and the optimizer state stay those of the last good step. On an accelerator the values are
+        kept on the device and checked together, with one host sync, at the end of the loader item (a block of
+        minibatches), at the epoch's end and before a checkpoint is written: the run stops with the same error
+        naming the first bad step, and no checkpoint holds a step at or after it.
         """
         optimizer.zero_grad(set_to_none=True)
         if self._plain_backward:
@@ -151,20 +162,39 @@ class GenerativeModule(L.LightningModule):
         # optimizer.step), so clip at scale * max_norm; and an overflowing step is expected now and then: the
         # scaler skips it and lowers the scale, so a non-finite norm is only an error without a scaler.
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        scale = float(scaler.get_scale()) if scaler is not None else 1.0
         if self.grad_clip_norm is not None:
+            scale = float(scaler.get_scale()) if scaler is not None else 1.0  # a host read: only when clipping
             norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm * scale)
         else:
             # The same norm of the per-tensor norms, computed by fused foreach kernels rather than a Python loop.
             norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        # One host sync for both checks (each .item() waits for the device): a non-finite loss or norm makes
-        # their sum non-finite; the rare finite sum that overflows is told apart by the checks themselves.
-        check = loss.detach() + norm if scaler is None else loss.detach()
-        if not math.isfinite(check.item()):
-            self.ensure_finite(loss, what)
-            if scaler is None:
-                self.ensure_finite(norm, f"gradient norm of {what}")
+        norm = None if scaler is not None else norm
+        if self.defers_finite_checks():
+            self._unchecked_steps.append((what, self.global_step, self.current_epoch, loss.detach(), norm))
+        else:
+            # One read for both checks: a non-finite loss or norm makes their sum non-finite; the rare finite
+            # sum that overflows is told apart by the checks themselves.
+            check = loss.detach() if norm is None else loss.detach() + norm
+            if not math.isfinite(check.item()):
+                self.ensure_finite(loss, what)
+                if norm is not None:
+                    self.ensure_finite(norm, f"gradient norm of {what}")
         optimizer.step()
+
+    def check_deferred_steps(self) -> None:
+        """Check the losses and gradient norms that :meth:`optimize` deferred, with one host sync; raise
+        :class:`NonFiniteError` naming the first non-finite one and its step."""
+        steps, self._unchecked_steps = self._unchecked_steps, []
+        if not steps:
+            return
+        values = torch.stack([v.float().reshape(()) for _, _, _, loss, norm in steps
+                              for v in ((loss,) if norm is None else (loss, norm))])
+        if bool(torch.isfinite(values).all()):
+            return
+        for what, step, epoch, loss, norm in steps:
+            self.ensure_finite(loss, what, step, epoch)
+            if norm is not None:
+                self.ensure_finite(norm, f"gradient norm of {what}", step, epoch)
 
     def on_fit_start(self) -> None:
         # Lightning dispatches on_before_backward/on_after_backward to every callback and the module at every
@@ -187,6 +217,7 @@ class GenerativeModule(L.LightningModule):
             log.start_batch(self.trainer.log_every_n_steps)
             self.train_step(minibatch)
             log.end_batch(self.loggers, self.current_epoch)
+        self.check_deferred_steps()  # before the item's end, where checkpoints are written
 
     def train_metrics_due(self) -> bool:
         """Whether the current minibatch's training values are used: a logging step, or the epoch's first.
@@ -197,12 +228,14 @@ class GenerativeModule(L.LightningModule):
         return self._train_log.row_due or self._train_log.epoch_batches == 0
 
     def on_train_epoch_end(self) -> None:
+        self.check_deferred_steps()
         for means, total, prog_bar in self._train_log.take_epoch_means():
-            self.log_dict(means, on_step=False, on_epoch=True, prog_bar=prog_bar, sync_dist=False, batch_size=total)
+            # Synced: under DDP the epoch means are over every rank's minibatches, as in one process.
+            self.log_dict(means, on_step=False, on_epoch=True, prog_bar=prog_bar, sync_dist=True, batch_size=total)
             # As for a metric Lightning logs per step and per epoch, callback_metrics (and metrics.json) also hold
             # the epoch value under the plain name, and the last step value; the loggers have those already.
             plain = {k.removesuffix("_epoch"): v for k, v in means.items() if k.endswith("_epoch")}
-            self.log_dict(plain, on_step=False, on_epoch=True, logger=False, sync_dist=False, batch_size=total)
+            self.log_dict(plain, on_step=False, on_epoch=True, logger=False, sync_dist=True, batch_size=total)
         last = {k: v for k, v in self._train_log.last_row.items() if k.endswith("_step")}
         if last:
             self.log_dict(last, on_step=False, on_epoch=True, logger=False, sync_dist=False, batch_size=1)
@@ -224,7 +257,9 @@ class GenerativeModule(L.LightningModule):
         if stage == "train" and kwargs.get("on_step") and kwargs.get("on_epoch") and set(kwargs) <= TRAIN_LOG_ARGS:
             self._train_log.record(logged, batch_size, **kwargs)
             return
-        self.log_dict(logged, batch_size=batch_size, sync_dist=stage != "train", **kwargs)
+        # A float count: Lightning averages the ranks' summed batch sizes in the tensor's own dtype, so an integer
+        # count truncates (143 images on 2 ranks: 71, not 71.5) and biases the mean of uneven DDP shards.
+        self.log_dict(logged, batch_size=float(batch_size), sync_dist=stage != "train", **kwargs)
         if stage in ("val", "test"):
             # Lightning writes validation rows before counting the item just trained, and test rows after.
             self._log_x_axis(stage, self._train_log.batches_done - (stage == "val"))
@@ -239,6 +274,7 @@ class GenerativeModule(L.LightningModule):
 
     # -- checkpoints --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_deferred_steps()  # raising here keeps the file unwritten
         checkpoint["genlab"] = {
             "model_class": f"{type(self).__module__}.{type(self).__qualname__}",
             "config": self.run_config,

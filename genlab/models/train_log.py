@@ -83,7 +83,11 @@ class TrainLog:
             key = (tuple(logged), prog_bar, on_step)
             sums, total = self._sums.get(key, (None, 0))
             weighted = values * batch_size
-            self._sums[key] = (weighted if sums is None else sums + weighted, total + batch_size)
+            if sums is not None:
+                # Sums restored from a checkpoint come back on the CPU (Lightning loads to the CPU), the values
+                # of a resumed GPU run are on the GPU; .to is a no-op when they agree.
+                weighted = sums.to(weighted.device) + weighted
+            self._sums[key] = (weighted, total + batch_size)
         if on_step and self.row_due:
             suffix = "_step" if on_epoch else ""  # Lightning's names for values logged both per step and per epoch
             for name, value in logged.items():
