@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +18,15 @@ from genlab.checks import ConfigError, positive
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 INSTANTIATED_GROUPS = ("data", "model", "trainer", "logger", "callbacks")
+
+
+def product(*factors: int) -> int:
+    """``${mul:a,b,...}`` in a config: the product of the factors, so that a preset derives sizes from one key."""
+    return math.prod(factors)
+
+
+if not OmegaConf.has_resolver("mul"):  # at import, before Hydra composes (genlab.train imports this module)
+    OmegaConf.register_new_resolver("mul", product)
 
 
 def _signature(target: Callable[..., Any]) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:

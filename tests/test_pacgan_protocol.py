@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from genlab.checks import ConfigError
+from genlab.config import product  # noqa: F401 - registers ${mul:...}, as `python -m genlab` does at start
 from genlab.data.toy2d import Toy2DDataModule
 from genlab.nets.mlp import MLP, Maxout
 
@@ -114,8 +115,18 @@ def test_pacgan_presets_follow_the_reference_code(preset, radius_or_spacing, std
     assert model.generator.layers[0].weight.std().item() == pytest.approx(0.02, rel=0.1)
 
 
-def test_pacgan_m_override_line_of_the_preset_composes() -> None:
-    cfg = composed(["experiment=pacgan_ring", "model.pack=3", "data.batch_size=300", "trainer.max_epochs=1200"])
+@pytest.mark.parametrize("preset", ["ring", "grid"])
+@pytest.mark.parametrize("pack", [1, 2, 3, 4])
+def test_model_pack_alone_gives_pacgan_m_as_the_paper_runs_it(preset: str, pack: int) -> None:
+    """PacGAN-m: 100 packed discriminator inputs per generator step and 400,000 generator steps, from one key."""
+    cfg = composed([f"experiment=pacgan_{preset}", f"model.pack={pack}"])
+    batch, epochs = cfg.data.batch_size, cfg.trainer.max_epochs
+    assert batch == 100 * pack and batch // cfg.model.pack == 100 and cfg.model.n_critic == 1
+    steps_per_epoch = math.ceil(cfg.data.n_train / batch)  # the loader keeps a short last batch
+    assert epochs * steps_per_epoch == {1: 400_000, 2: 400_000, 3: 400_800, 4: 400_000}[pack]
+    assert cfg.trainer.check_val_every_n_epoch * steps_per_epoch in (10_000, 10_020)  # the learning curve's points
     model = instantiate(cfg.model, data_shape=[2], loss=instantiate(cfg.loss))
-    assert model.discriminator.layers[0].linear.in_features == 6
-    assert model.discriminate(torch.randn(300, 2)).shape == (100, 1)
+    assert model.discriminator.layers[0].linear.in_features == 2 * pack
+    assert model.discriminate(torch.randn(batch, 2)).shape == (100, 1)
+    # An explicit key still wins over the derived one.
+    assert composed([f"experiment=pacgan_{preset}", f"model.pack={pack}", "trainer.max_epochs=7"]).trainer.max_epochs == 7
