@@ -138,13 +138,9 @@ def test_gan_learns_a_shifted_gaussian(tmp_path: Path) -> None:
     assert samples.std(0).max() < 0.6
 
 
-def test_a_short_toy_run_covers_more_modes_than_at_initialisation(tmp_path: Path) -> None:
-    """256 generator steps on a ring of 8 (radius 2, std 0.1): from no mode to most of them, scored as in the runs.
-
-    The untrained generator puts its samples near the origin, 2 away from every mode: 0 modes, 0 high quality.
-    A GAN whose generator does not learn (no step, wrong sign, detached loss) stays there.
-    """
-    L.seed_everything(0, verbose=False)
+def short_toy_run(tmp_path: Path, seed: int) -> tuple[dict[str, float], dict[str, float]]:
+    """val/modes and val/hq of a 64-64 GAN on a ring of 8 (radius 2, std 0.1), before and after 256 generator steps."""
+    L.seed_everything(seed, verbose=False)
     adam = functools.partial(torch.optim.Adam, lr=2e-3, betas=(0.5, 0.9))
     model = mlp_gan(
         optimizer_g=adam,
@@ -154,14 +150,26 @@ def test_a_short_toy_run_covers_more_modes_than_at_initialisation(tmp_path: Path
         discriminator=functools.partial(MLP, hidden=[64, 64], activation="leaky_relu"),
     )
     dm = Toy2DDataModule(kind="ring8", noise=0.1, n_train=8192, n_val=256, n_test=256, batch_size=256)
-    t = trainer(tmp_path, max_epochs=8, limit_val_batches=1, check_val_every_n_epoch=8)
+    t = trainer(tmp_path / str(seed), max_epochs=8, limit_val_batches=1, check_val_every_n_epoch=8)
     t.validate(model, datamodule=dm, verbose=False)
     before = {k: t.callback_metrics[f"val/{k}"].item() for k in ("modes", "hq")}
     t.fit(model, datamodule=dm)
-    after = {k: t.callback_metrics[f"val/{k}"].item() for k in ("modes", "hq")}
-    assert before["modes"] <= 1 and before["hq"] < 0.01
-    assert after["modes"] >= before["modes"] + 4, (before, after)
-    assert after["hq"] >= before["hq"] + 0.03, (before, after)
+    return before, {k: t.callback_metrics[f"val/{k}"].item() for k in ("modes", "hq")}
+
+
+def test_a_short_toy_run_covers_more_modes_than_at_initialisation(tmp_path: Path) -> None:
+    """256 generator steps on a ring of 8: from no mode to several, scored as in the runs, in most of 3 seeds.
+
+    The untrained generator puts its samples near the origin, 2 away from every mode: 0 modes, 0 high quality.
+    A GAN whose generator does not learn (no step, wrong sign, detached loss) stays there. Where the 256 steps
+    end is chaotic (on an AMD EPYC, seeds 0-5 reached 8, 4, 3, 3, 8, 8 modes and hq 0.09, 0.08, 0.03, 0.09,
+    0.27, 0.19), so the median of seeds 0-2 decides, with a margin below what each seed reached.
+    """
+    runs = [short_toy_run(tmp_path, seed) for seed in range(3)]
+    for before, _ in runs:
+        assert before["modes"] <= 1 and before["hq"] < 0.01, before
+    after = {k: sorted(a[k] for _, a in runs)[1] for k in ("modes", "hq")}  # the median of the 3 seeds
+    assert after["modes"] >= 3 and after["hq"] >= 0.03, runs
 
 
 def test_image_metrics_classifier_is_saved_and_reused(tmp_path: Path) -> None:
@@ -215,15 +223,23 @@ class _EMASnapshots(L.Callback):
 def test_best_checkpoint_round_trip_with_ema(tmp_path: Path) -> None:
     # best.ckpt must hold the EMA generator of the best epoch (not the raw generator, not the last epoch's EMA),
     # and validating the loaded checkpoint must reproduce the val/loss the run logged for that epoch.
+    # A ring whose modes have std 1: their high-quality radius (3 std) reaches the untrained generator's samples, so
+    # val/loss (the mode histogram's KL) moves with every step; on the sharp ring8() it stays log 8 for all 3 epochs.
+    def wide_ring() -> Toy2DDataModule:
+        return Toy2DDataModule(kind="ring8", noise=1.0, n_train=512, n_val=256, n_test=256, batch_size=64)
+
+    L.seed_everything(1, verbose=False)
     model = mlp_gan(ema_decay=0.9)
     snapshots = _EMASnapshots()
     best = ModelCheckpoint(tmp_path / "checkpoints", "best", monitor=model.monitor, mode=model.monitor_mode)
     t = trainer(tmp_path, max_epochs=3, limit_train_batches=2, limit_val_batches=1, enable_checkpointing=True,
                 callbacks=[snapshots, best])
-    t.fit(model, datamodule=ring8())
+    t.fit(model, datamodule=wide_ring())
     best_epoch = min(snapshots.val_loss, key=snapshots.val_loss.get)
     assert float(t.checkpoint_callback.best_model_score) == snapshots.val_loss[best_epoch]
-    assert best_epoch != 2 or snapshots.val_loss[0] != snapshots.val_loss[2]  # the epochs are told apart
+    # The premises that make "best" a choice: the three epochs scored differently (else any epoch passes), and the
+    # best is not the last (else the last epoch's EMA passes). Seed 1 on an AMD EPYC: 0.464, 0.485, 0.524.
+    assert len(set(snapshots.val_loss.values())) == 3 and best_epoch < 2, snapshots.val_loss
 
     loaded = mlp_gan(ema_decay=0.9)
     checkpoint = torch.load(t.checkpoint_callback.best_model_path, map_location="cpu", weights_only=True)
@@ -235,9 +251,9 @@ def test_best_checkpoint_round_trip_with_ema(tmp_path: Path) -> None:
     ema = dict(loaded.generator_ema.module.named_parameters())
     assert any(not torch.equal(p, ema[n]) for n, p in loaded.generator.named_parameters())
 
-    validated = t.validate(model, datamodule=ring8(), ckpt_path="best", verbose=False)[0]
+    validated = t.validate(model, datamodule=wide_ring(), ckpt_path="best", verbose=False)[0]
     assert validated["val/loss"] == pytest.approx(snapshots.val_loss[best_epoch], rel=1e-6)
-    t.test(model, datamodule=ring8(), ckpt_path="best", verbose=False)
+    t.test(model, datamodule=wide_ring(), ckpt_path="best", verbose=False)
     assert "test/mode_kl" in t.callback_metrics
 
 
@@ -331,13 +347,12 @@ def test_cli_conv_gan_on_digits_writes_image_metrics_and_grids(tmp_path: Path) -
 def test_cli_bad_gan_values_fail_before_training(tmp_path: Path) -> None:
     from conftest import run_cli
 
-    for override, words in (("model.n_critic=0", "model.n_critic=0"), ("loss=wgan_gp", None)):
-        args = ["model=gan", "data=ring8", "trainer.fast_dev_run=true", "logger=csv", override]
-        if words is None:
-            args.append("loss.gp_weight=-1")
-            words = "gp_weight=-1"
-        proc = run_cli(*args, f"hydra.run.dir={tmp_path / override.replace('=', '_')}")
-        assert proc.returncode == 2 and words in proc.stderr, proc.stderr[-2000:]
+    # A value of the loss group (model values such as model.n_critic=0: tests/test_bad_input.py).
+    run = tmp_path / "run"
+    proc = run_cli("model=gan", "data=ring8", "loss=wgan_gp", "loss.gp_weight=-1", "trainer.fast_dev_run=true",
+                   "logger=csv", f"hydra.run.dir={run}")
+    assert proc.returncode == 2 and "gp_weight=-1" in proc.stderr, proc.stderr[-2000:]
+    assert not list(run.rglob("*.ckpt")), "it must fail before training"
 
 
 def test_mixture_log_density_of_the_picture_matches_scipy() -> None:
