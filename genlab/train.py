@@ -116,6 +116,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks += [ResumableRNG(), LoaderEpoch()]  # RNG states in checkpoints, the loader's epoch: exact resume
     loggers = instantiate_group(cfg, "logger")
     trainer: L.Trainer = instantiate_checked(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    # The training rows come every log_every_n_steps minibatches; Lightning counts loader items, blocks of
+    # data.steps_per_block minibatches, so it gets the interval in items (else it takes an epoch of enough
+    # minibatches in fewer blocks for one too short to log).
+    model.log_every_n_minibatches = trainer.log_every_n_steps
+    trainer.log_every_n_steps = math.ceil(trainer.log_every_n_steps / getattr(datamodule, "steps_per_block", 1))
     for logger in loggers:
         logger.log_hyperparams(resolved)
 

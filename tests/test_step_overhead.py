@@ -5,17 +5,22 @@
   ``on_before_backward``/``on_after_backward`` anywhere); a listener, mixed precision or a profiler bring
   Lightning's path back, and the weights are bitwise the same either way.
 - The progress bar redraws at most every ``min_interval`` seconds, always at an epoch's last minibatch.
+- Lightning counts loader items, which hold blocks of minibatches: a run gives it the logging interval in items, so
+  an epoch of enough minibatches in few blocks is not taken for one too short to log.
 """
 
 from __future__ import annotations
 
+import csv
 import functools
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
 from genlab.callbacks.progress import MinibatchProgressBar
 from genlab.checks import ConfigError
@@ -23,6 +28,7 @@ from genlab.data.toy2d import Toy2DDataModule
 from genlab.losses.gan_losses import NonSaturating
 from genlab.models.gan import GAN
 from genlab.nets.mlp import MLP
+from genlab.train import CONF_DIR, train
 
 
 def _gan() -> GAN:
@@ -144,3 +150,22 @@ def test_bar_settings_are_validated() -> None:
         MinibatchProgressBar(min_interval=-1.0)
     with pytest.raises(ConfigError, match="refresh_rate"):
         MinibatchProgressBar(refresh_rate=1.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("every", "notice"), [(10, False), (50, True)])
+def test_lightning_counts_the_logging_interval_in_loader_items_and_the_rows_stay_per_minibatch(
+        tmp_path: Path, every: int, notice: bool) -> None:
+    # The default run: digits, 1,294 training images in 11 minibatches (10 of 128, one of 14), served as 4 items by
+    # data.steps_per_block=4. Every 10 minibatches leaves a row in each epoch, so Lightning must not warn that the
+    # epoch's 4 items are fewer than 10; every 50 leaves none, and Lightning still says so.
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["trainer.max_epochs=2", f"trainer.log_every_n_steps={every}", "logger=csv",
+                                           "callbacks=lean", "test=false", f"paths.output_dir={tmp_path}"])
+    assert cfg.data.steps_per_block == 4
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg)
+    assert any("smaller than the logging interval" in str(w.message) for w in caught) is notice
+    with open(next(tmp_path.rglob("metrics.csv"))) as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss_step")]
+    assert steps == [s for s in range(22) if (s + 1) % every == 0]  # minibatches 10 and 20 (x = count - 1)

@@ -86,6 +86,9 @@ class GenerativeModule(L.LightningModule):
         self.grad_clip_norm = grad_clip_norm
         # Filled by genlab.train with the resolved run config; stored in checkpoints as plain data.
         self.run_config: dict[str, Any] | None = None
+        # Minibatches between training rows: genlab.train sets it to trainer.log_every_n_steps and gives Lightning,
+        # which counts loader items (blocks), the interval in items; None: the trainer's value, as a plain Trainer.
+        self.log_every_n_minibatches: int | None = None
         self._train_log = TrainLog()
         self._plain_backward = False  # decided per fit in on_fit_start (plain_backward_applies)
         # (what, step, epoch, loss, gradient norm or None) of the optimizer steps not yet checked (optimize)
@@ -214,7 +217,8 @@ class GenerativeModule(L.LightningModule):
         for minibatch in batch.minibatches() if isinstance(batch, Block) else (batch,):
             if 0 <= max_steps <= self.global_step:  # Lightning checks only between items
                 break
-            log.start_batch(self.trainer.log_every_n_steps)
+            every = self.log_every_n_minibatches
+            log.start_batch(self.trainer.log_every_n_steps if every is None else every)
             self.train_step(minibatch)
             log.end_batch(self.loggers, self.current_epoch)
         self.check_deferred_steps()  # before the item's end, where checkpoints are written
