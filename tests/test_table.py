@@ -7,29 +7,20 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
+from hydra import compose, initialize_config_dir
 
 from genlab.compare.groups import Stat
 from genlab.table import TableError, load_table
 from genlab.table import runner as table_runner
 from genlab.table.__main__ import main
-from genlab.table.render import render, verdict
+from genlab.table.render import render, section
+from genlab.table.runner import read_records
+from genlab.table.spec import table_names
 
-# The README's example: a table of one's own, two rows, two seeds, two budgets, the longer continuing the shorter.
-MINE = {
-    "title": "Autoencoders on digits",
-    "protocol": "Two small autoencoders on scikit-learn's digits.",
-    "base": ["data=digits", "logger=csv", "callbacks=lean", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"],
-    "rows": {"ae": ["model=ae"], "ae, 8-d codes": ["model=ae", "model.latent_dim=8"]},
-    "seeds": [0, 1],
-    "budgets": {"short": {"share": "1 epoch", "overrides": ["trainer.max_epochs=1"]},
-                "long": {"share": "2 epochs", "overrides": ["trainer.max_epochs=2"], "continues": "short"}},
-    "columns": [{"metric": "test/recon", "better": "lower", "label": "test MSE", "digits": 3}],
-    "source": "made up",
-    "published": {"ae": {"test/recon": [5.0, 0.1]}},
-    "curves": ["val/loss"],
-    "x": "epoch",
-    "reading": "Eight dimensions reconstruct better than two.",
-}
+# The README's example ("Reproduce a table, or add your model to one"): a table of one's own on the digits, two rows,
+# two seeds, two budgets, the longer continuing the shorter.
+MINE = yaml.safe_load((REPO / "README.md").read_text().split("# my_table.yaml\n", 1)[1].split("```", 1)[0])
 
 
 def write_table(folder: Path, node: dict) -> Path:
@@ -141,7 +132,44 @@ def test_a_bad_choice_on_the_command_line_is_one_line_naming_the_choices(tmp_pat
 
 def test_verdict_compares_within_two_standard_errors() -> None:
     # |6.0 - 6.3| = 0.3 <= 2 hypot(0.3, 0.5): within; 8 modes against 6.3 ± 0.5 better; a lower KL is better.
-    assert verdict(Stat.of([5.7, 6.0, 6.3]), (6.3, 0.5), True) == "within 2 SE"
-    assert verdict(Stat.of([8.0, 8.0]), (6.3, 0.5), True) == "better"
-    assert verdict(Stat.of([0.8]), (0.45, 0.09), False) == "worse"
-    assert verdict(Stat.of([0.1]), (0.45, None), False) == "better"
+    assert Stat.of([5.7, 6.0, 6.3]).verdict(6.3, 0.5, True) == "within 2 SE"
+    assert Stat.of([8.0, 8.0]).verdict(6.3, 0.5, True) == "better"
+    assert Stat.of([0.8]).verdict(0.45, 0.09, False) == "worse"
+    assert Stat.of([0.1]).verdict(0.45, None, False) == "better"
+    assert Stat.of([0.1, 0.5]).cell(2) == "0.30 ± 0.20" and Stat.of([None]).cell(1) == "–"
+
+
+def test_every_shipped_table_loads_and_its_runs_compose() -> None:
+    assert {"pacgan_ring", "pacgan_grid", "losses_ring8", "losses_grid25", "gan_mnist", "iwae", "vade"} <= set(
+        table_names())
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        for table in map(load_table, table_names()):
+            for budget in table.budgets:  # one row per budget: composing them all takes long on a loaded CPU
+                compose(config_name="config", overrides=[*table.overrides(list(table.rows)[-1], budget), "seed=0"])
+        # PacGAN-m keeps the reference's 100 packed discriminator inputs and 400,000 generator steps per run.
+        table = load_table("pacgan_grid")
+        for m, row in enumerate(table.rows, start=1):
+            cfg = compose(config_name="config", overrides=table.overrides(row, "full"))
+            assert (cfg.model.pack, cfg.data.batch_size, cfg.trainer.max_epochs) == (m, 100 * m, 400 * m)
+            assert cfg.trainer.check_val_every_n_epoch == 10 * m and cfg.data.n_train == 100_000
+        # The losses tables train every loss at their one Adam setting, whatever a loss's own defaults.
+        cfg = compose(config_name="config", overrides=load_table("losses_ring8").overrides("wgan_gp", "cpu"))
+        assert cfg.model.optimizer_g.lr == cfg.model.optimizer_d.lr == 1e-3 and cfg.model.optimizer_d.betas == [0.5, 0.999]
+
+
+def test_the_recorded_pacgan_ring_table_gives_the_numbers_of_its_runs(tmp_path: Path) -> None:
+    text = render(load_table("pacgan_ring"), tmp_path / "RESULTS.md").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("| GAN | cpu |"))
+    # 5 seeds at 20,000 generator steps: modes 7.8 ± 0.2, high quality 78.2 ± 7.6 %, reverse KL 0.30 ± 0.10.
+    assert "| **7.8 ± 0.2** | **78.2 ± 7.6** | **0.30 ± 0.10** | 6.3 ± 0.5 / 98.2 ± 0.2 / 0.45 ± 0.09 | " \
+           "better / worse / within 2 SE | -0.2 / +3.8 since 10,000 | 0, 1, 2, 3, 4 |" in line
+    assert (tmp_path / "curves" / "pacgan_ring.png").stat().st_size > 0
+
+
+def test_the_committed_results_are_what_the_records_give() -> None:
+    results = REPO / "experiments" / "RESULTS.md"
+    committed = results.read_text()
+    for table in map(load_table, table_names()):
+        block = committed.split(f"<!-- table:{table.name} -->\n")[1].split(f"\n<!-- /table:{table.name} -->")[0]
+        assert block == section(table, read_records(table), results), f"rerun: python -m genlab.table render {table.name}"
+

@@ -35,6 +35,20 @@ class Stat:
         std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else math.nan
         return cls(mean, std, std / math.sqrt(n), n)
 
+    def cell(self, digits: int) -> str:
+        """``mean ± sem`` with ``digits`` decimals (the mean alone for one value), ``–`` for none."""
+        if self.n == 0:
+            return "–"
+        return f"{self.mean:.{digits}f}" + (f" ± {self.sem:.{digits}f}" if self.n > 1 else "")
+
+    def verdict(self, mean: float, se: float | None, higher_is_better: bool) -> str:
+        """Against a published ``mean ± se``: 'within 2 SE' when |difference| <= 2 sqrt(sem² + se²) (a missing
+        standard error, or one value, counts as 0), else 'better' or 'worse'."""
+        sem = self.sem if self.n > 1 else 0.0
+        if abs(self.mean - mean) <= 2 * math.hypot(sem, se or 0.0):
+            return "within 2 SE"
+        return "better" if (self.mean > mean) == higher_is_better else "worse"
+
     def text(self, n_group: int) -> str:
         """``mean ± std (se sem)``, with ``n=`` when fewer runs than the group's have the metric."""
         if self.n == 0:

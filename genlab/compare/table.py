@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,18 @@ def format_markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     out = [line(header), "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
     out += [line(format_value(v) for v in row) for row in rows]
     return "\n".join(out) + "\n"
+
+
+def write_section(path: Path, name: str, text: str) -> None:
+    """Put ``text`` between the ``<!-- NAME -->`` and ``<!-- /NAME -->`` lines of the Markdown file ``path`` (the
+    file and the markers are added when missing); the rest of the file stays as written."""
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    old = path.read_text() if path.is_file() else ""
+    block = f"{start}\n{text.strip()}\n{end}"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = pattern.sub(lambda _: block, old, count=1) if pattern.search(old) else f"{old.rstrip()}\n\n{block}\n"
+    path.write_text(new.lstrip("\n"))
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -1,4 +1,4 @@
-"""The command line: ``python -m genlab.table list | run TABLE | status TABLE | render TABLE``."""
+"""``python -m genlab.table list | run TABLE | status TABLE | render TABLE``; TABLE: a name in conf/table/ or a path."""
 
 from __future__ import annotations
 
@@ -10,43 +10,30 @@ from pathlib import Path
 
 from genlab.table.render import render
 from genlab.table.runner import DONE, plan, read_records, run
-from genlab.table.spec import Table, TableError, load_table, table_names
+from genlab.table.spec import TableError, load_table, table_names
+
+OUT = Path(os.environ.get("GENLAB_LOG_DIR", "outputs")) / "tables"
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m genlab.table", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the tables of conf/table/")
-    out = Path(os.environ.get("GENLAB_LOG_DIR", "outputs")) / "tables"
+    sub.add_parser("render", help="rewrite the table's section of its results file").add_argument("table")
     for name in ("run", "status"):
-        p = sub.add_parser(name, help="run the runs still to do" if name == "run" else "what is done, what is not")
-        p.add_argument("table", help="a name in conf/table/ or the path of a table file")
+        p = sub.add_parser(name, help="run (and record) the runs still to do" if name == "run" else "what is done")
+        p.add_argument("table")
         p.add_argument("--budget", help="a budget of the table (default: its first)")
         p.add_argument("--rows", nargs="+", metavar="ROW", help="row labels (default: all)")
         p.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="default: the budget's")
-        p.add_argument("--out", type=Path, default=out, help=f"run folders go to OUT/TABLE/... (default: {out})")
+        p.add_argument("--out", type=Path, default=OUT, help=f"run folders go below OUT/TABLE (default: {OUT})")
     runner = sub.choices["run"]
     runner.add_argument("--jobs", type=int, default=1, help="runs at once (Hydra's joblib launcher)")
     runner.add_argument("--dry-run", action="store_true", help="print the runs' commands, run nothing")
     runner.add_argument("--allow-dirty", action="store_true", help="run and record from uncommitted code")
-    runner.add_argument("overrides", nargs="*", help="for every run, e.g. trainer=gpu; hydra.* / hydra/launcher=slurm "
-                        "go to Hydra (not recorded in the command)")
-    renderer = sub.add_parser("render", help="rewrite the table's section of its results file and its curves")
-    renderer.add_argument("table")
-    renderer.add_argument("--results", type=Path, help="the Markdown file (default: the table's)")
+    runner.add_argument("overrides", nargs="*", help="for every run, e.g. trainer=gpu (hydra.*, hydra/launcher=slurm: "
+                        "for Hydra only)")
     return parser.parse_args(argv)
-
-
-def chosen(table: Table, args: argparse.Namespace) -> tuple[str, list[str], list[int]]:
-    """The budget, rows and seeds asked for, each checked against the table."""
-    budget = args.budget or next(iter(table.budgets))
-    if budget not in table.budgets:
-        raise TableError(f"--budget {budget!r}: not a budget of {table.name}; budgets: {', '.join(table.budgets)}")
-    rows = args.rows or list(table.rows)
-    unknown = [r for r in rows if r not in table.rows]
-    if unknown:
-        raise TableError(f"--rows {unknown}: not rows of {table.name}; rows: {list(table.rows)}")
-    return budget, rows, args.seeds or list(table.budgets[budget].seeds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,22 +41,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.command == "list":
-            for name in table_names():
-                table = load_table(name)
-                print(f"{name}: {table.title} (budgets {', '.join(table.budgets)}; "
-                      f"{len(read_records(table))} runs recorded)")
+            for table in map(load_table, table_names()):
+                print(f"{table.name}: {table.title}; budgets {', '.join(table.budgets)}; {len(read_records(table))} runs")
             return 0
         table = load_table(args.table)
         if args.command == "render":
-            print(f"genlab.table: wrote the {table.name} section of {render(table, args.results)}")
+            print(f"genlab.table: wrote the {table.name} section of {render(table)}")
             return 0
-        budget, rows, seeds = chosen(table, args)
-        jobs = plan(table, budget, rows, seeds, args.out)
+        budget = args.budget or next(iter(table.budgets))
+        if budget not in table.budgets:
+            raise TableError(f"--budget {budget!r}: not a budget of {table.name}; budgets: {', '.join(table.budgets)}")
+        if set(args.rows or ()) - set(table.rows):
+            raise TableError(f"--rows {sorted(set(args.rows) - set(table.rows))}: not rows of {table.name}; rows: "
+                             f"{list(table.rows)}")
+        jobs = plan(table, budget, args.rows or list(table.rows), args.seeds or table.budgets[budget].seeds, args.out)
         if args.command == "status":
-            for job in jobs:
-                print(f"{job.row} | {job.budget} | seed {job.seed}: {job.state}" +
-                      (f" ({job.start['budget']}'s run)" if job.start else "") + ("" if job.state == DONE else
-                                                                                 f"  {job.folder}"))
+            print("\n".join(f"{j.row} | {budget} | seed {j.seed}: {j.state}  {j.folder}" for j in jobs))
             print(f"{sum(j.state == DONE for j in jobs)} of {len(jobs)} runs recorded in {table.records}")
             return 0
         hydra = tuple(o for o in args.overrides if o.startswith("hydra"))

@@ -15,22 +15,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 REPO = Path(__file__).resolve().parents[2]
 TABLES = REPO / "conf" / "table"
-# A budget continues another only where the two differ in these keys alone: the length of the run.
-LENGTH_KEYS = ("trainer.max_epochs", "trainer.max_time")
+LENGTH_KEYS = ("trainer.max_epochs", "trainer.max_time")  # all a budget may change in the run it continues
+Better = Enum("Better", "higher lower")
+X = Enum("X", "step epoch")
 
 
 class TableError(ValueError):
     """A table file or a command-line choice that cannot be used; the message names the key."""
-
-
-class Better(Enum):
-    higher = 1
-    lower = 2
-
-
-class X(Enum):
-    step = 1
-    epoch = 2
 
 
 @dataclass
@@ -39,8 +30,7 @@ class Column:
     better: Better = MISSING
     label: str | None = None
     digits: int = 2
-    scale: float = 1.0  # e.g. 100 for a percentage
-    at: int | None = None  # the value of its curve at this step or epoch instead of the final value
+    scale: float = 1.0  # 100 for a percentage
 
 
 @dataclass
@@ -49,7 +39,7 @@ class Budget:
     overrides: list[str] = field(default_factory=list)
     rows: dict[str, list[str]] = field(default_factory=dict)  # what some rows add at this budget
     seeds: list[int] | None = None  # default: the table's
-    continues: str | None = None  # a shorter budget: its recorded runs train on to this one's length
+    continues: str | None = None  # a shorter budget whose recorded runs train on to this one's length
 
 
 @dataclass
@@ -60,9 +50,9 @@ class Table:
     seeds: list[int] = MISSING
     columns: list[Column] = MISSING
     base: list[str] = field(default_factory=list)  # overrides of every run
-    source: str = ""  # where the published numbers come from
+    source: str = ""  # of the published numbers
     published: dict[str, Any] = field(default_factory=dict)  # label -> {metric: [mean, standard error or null]}
-    curves: list[str] = field(default_factory=list)  # metrics drawn against x, from the runs' logs
+    curves: list[str] = field(default_factory=list)  # metrics drawn against x from the runs' logs
     x: X = X.step
     late_change: list[str] = field(default_factory=list)  # curves whose change over the second half is shown
     show_seeds: bool = False  # a line per seed under each row
@@ -72,17 +62,13 @@ class Table:
     path: Path = Path()
 
     @property
-    def builtin(self) -> bool:
-        return self.path.parent == TABLES
-
-    @property
     def records(self) -> Path:
         """experiments/tables/NAME.jsonl for conf/table/NAME.yaml; beside any other table file."""
-        return REPO / "experiments" / "tables" / f"{self.name}.jsonl" if self.builtin else self.path.with_suffix(".jsonl")
+        return REPO / f"experiments/tables/{self.name}.jsonl" if self.path.parent == TABLES else self.path.with_suffix(".jsonl")
 
     @property
     def results(self) -> Path:
-        return REPO / "experiments" / "RESULTS.md" if self.builtin else self.path.with_suffix(".md")
+        return REPO / "experiments/RESULTS.md" if self.path.parent == TABLES else self.path.with_suffix(".md")
 
     def column(self, metric: str) -> Column | None:
         return next((c for c in self.columns if c.metric == metric), None)
@@ -107,7 +93,7 @@ def load_table(name: str) -> Table:
     if not path.is_file():
         raise TableError(f"table {name!r}: no file {path}; the tables of conf/table/: {', '.join(table_names())}")
     try:
-        table = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Table), yaml.safe_load(path.read_text())))
+        table = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Table), _escape(yaml.safe_load(path.read_text()))))
     except OmegaConfBaseException as err:
         raise TableError(f"{path}: {err.full_key}: {str(err.msg).splitlines()[0]}") from None
     table.name, table.path = path.stem, path.resolve()
@@ -115,37 +101,44 @@ def load_table(name: str) -> Table:
     return table
 
 
-def _need(ok: bool, where: str, expected: str, got: Any) -> None:
+def _escape(node: Any) -> Any:
+    """Overrides may hold interpolations (``${paths.log_dir}``) for genlab to resolve: OmegaConf keeps them as text."""
+    if isinstance(node, dict):
+        return {k: _escape(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_escape(v) for v in node]
+    return node.replace("${", "\\${") if isinstance(node, str) else node
+
+
+def _need(ok: Any, where: str, expected: str, got: Any) -> None:
     if not ok:
         raise TableError(f"{where}: expected {expected}, got {got!r}")
 
 
 def check(t: Table) -> None:
-    """What the schema's types cannot say: overrides, seeds, published numbers, curves, continuations."""
+    """What the schema's types cannot say: overrides, published numbers, curves, which budget continues which."""
     where = t.path.name
     lists = {"base": t.base, **{f"rows.{r}": o for r, o in t.rows.items()}}
     for name, b in t.budgets.items():
         b.seeds = b.seeds or t.seeds
-        lists.update({f"budgets.{name}.overrides": b.overrides, **{f"budgets.{name}.rows.{r}": o for r, o in
-                                                                   b.rows.items()}})
+        lists.update({f"budgets.{name}.overrides": b.overrides,
+                      **{f"budgets.{name}.rows.{r}": o for r, o in b.rows.items()}})
         _need(set(b.rows) <= set(t.rows), f"{where}: budgets.{name}.rows", f"rows among {list(t.rows)}", list(b.rows))
     for at, overrides in lists.items():
         bad = [o for o in overrides if "=" not in o or o.startswith("hydra") or
                o.split("=", 1)[0].lstrip("+~") in ("seed", "ckpt_path")]
         _need(not bad, f"{where}: {at}", "KEY=VALUE overrides other than seed, ckpt_path, hydra.* (the runner's)", bad)
     for label, entry in t.published.items():
-        _need(isinstance(entry, dict) and all(t.column(m) and isinstance(v, list) and len(v) == 2 and
-                                              all(isinstance(x, (int, float, type(None))) for x in v)
-                                              for m, v in entry.items()),
-              f"{where}: published.{label}", "{COLUMN METRIC: [mean, standard error or null]}", entry)
+        _need(isinstance(entry, dict) and all(t.column(m) and isinstance(v, list) and len(v) == 2 and all(
+            isinstance(x, (int, float, type(None))) for x in v) for m, v in entry.items()),
+            f"{where}: published.{label}", "{COLUMN METRIC: [mean, standard error or null]}", entry)
     _need(set(t.late_change) <= set(t.curves), f"{where}: late_change", f"metrics among curves {t.curves}",
           t.late_change)
     for name, b in t.budgets.items():
-        if b.continues is None:
-            continue
         at = f"{where}: budgets.{name}.continues"
-        _need(b.continues in t.budgets and b.continues != name, at, f"another budget of {list(t.budgets)}", b.continues)
-        for row in t.rows:
+        _need(b.continues in (None, *t.budgets) and b.continues != name, at, f"another of {list(t.budgets)}",
+              b.continues)
+        for row in t.rows if b.continues else ():
             mine, theirs = ({o.split("=", 1)[0]: o for o in t.overrides(row, x)} for x in (name, b.continues))
             differ = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k) and k not in LENGTH_KEYS)
             _need(not differ, f"{at} (row {row})", f"budgets that differ in {', '.join(LENGTH_KEYS)} only", differ)
