@@ -35,7 +35,7 @@ def build(likelihood: str = "bernoulli", pretrain: AutoencoderPretraining | None
     torch.manual_seed(seed)
     net = functools.partial(MLP, hidden=(64,), activation="relu")
     return VaDE(SHAPE, encoder=net, decoder=net, optimizer=functools.partial(torch.optim.Adam, lr=1e-3), latent_dim=5,
-                n_clusters=10, pretrain_epochs=0, gmm_n_init=1, likelihood=likelihood, pretrain=pretrain)
+                n_clusters=10, pretrain_epochs=0, gmm_n_init=1, likelihood=likelihood, pretrain=pretrain, eval_k=4)
 
 
 def fit(model: VaDE, tmp_path: Path, datamodule: L.LightningDataModule | None = None, ckpt_path: str | None = None,
@@ -125,7 +125,7 @@ def test_labels_only_score_the_start(tmp_path: Path) -> None:
         assert torch.equal(value, weights[1][key]), key
 
 
-def test_a_resumed_run_does_not_pretrain_again(tmp_path: Path) -> None:
+def test_a_resumed_run_does_not_pretrain_again_and_still_reports_its_start(tmp_path: Path) -> None:
     model = build(pretrain=stage(epochs=2, eval_every=0))
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     fit(model, tmp_path / "first", enable_checkpointing=True, callbacks=[checkpoints])
@@ -135,8 +135,12 @@ def test_a_resumed_run_does_not_pretrain_again(tmp_path: Path) -> None:
             raise AssertionError("the stage ran again on resume")
 
     resumed = build(pretrain=Refuses(SGD, epochs=2, eval_every=0), seed=1)
-    fit(resumed, tmp_path / "second", max_epochs=2, ckpt_path=str(checkpoints.last_model_path))
+    trainer = fit(resumed, tmp_path / "second", max_epochs=2, ckpt_path=str(checkpoints.last_model_path))
     assert bool(resumed.prior_fitted) and resumed.current_epoch == 2
+    # the "autoencoder + GMM" row of the final metrics: the first run's start, carried by the checkpoint
+    trainer.test(resumed, datamodule=DigitsDataModule(batch_size=64, seed=0), verbose=False)
+    assert set(model.start) == {"acc", "nmi", "ari"} and resumed.start == model.start
+    assert float(trainer.callback_metrics["test/init_acc"]) == pytest.approx(model.start["acc"])
 
 
 @pytest.mark.parametrize(("kwargs", "key"), [({"loss": "bce"}, "pretrain.loss"), ({"data": "test"}, "pretrain.data"),

@@ -76,6 +76,7 @@ class VaDE(VAE):
             raise ConfigError(f"pretrain_epochs={pretrain_epochs!r} is not accepted with model.pretrain set: expected 0 "
                               "(the pretraining stage runs before the first epoch)")
         self.pretrain = pretrain
+        self.start: dict[str, float] = {}  # the start's clustering scores (log_start), kept in checkpoints
         lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
         if self.lr_min is not None and self.lr_min > self.finetune_lr_factor * lr:
             # the floor would lift the whole VaDE phase above the rate finetune_lr_factor asks for
@@ -190,7 +191,7 @@ class VaDE(VAE):
         datamodule = self.trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "split_tensors"):
             return
-        scores = start_scores(self)
+        scores = self.start = start_scores(self)
         log_rows(self, {f"init/{k}": v for k, v in scores.items()}, step=self.global_step)
         if self.global_rank == 0:
             print(f"VaDE start (autoencoder + GMM) at epoch {self.current_epoch}: acc {scores['acc']:.4f} "
@@ -227,9 +228,19 @@ class VaDE(VAE):
     def on_validation_epoch_end(self) -> None:
         self.log_cluster_scores("val")
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["vade_start"] = dict(self.start)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.start = dict(checkpoint.get("vade_start") or {})
+
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
         self.log_cluster_scores("test")
+        # the "autoencoder + GMM" row beside VaDE's: where this run started, on all splits
+        self.log_dict({f"test/init_{k}": float(v) for k, v in self.start.items()})
         if self.eval_on == "all":
             self.log_dict({f"test/all_{k}": v for k, v in self.all_split_scores().items()})
 
