@@ -1,13 +1,10 @@
 """The two-stochastic-layer VAE/IWAE: log-weights from the distributions, L_1 = ELBO, L_k rising in k towards an exact
-log p(x) (2-D quadrature), shapes, a fit on digits, the CLI, and the paper's 2-layer runs in reproduce.py."""
+log p(x) (2-D quadrature), shapes, a fit on digits, the CLI, and the paper's 2-layer rows of conf/table/iwae.yaml."""
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
-import shlex
-import sys
 
 import lightning as L
 import pytest
@@ -26,6 +23,8 @@ from genlab.losses.distributions import log_normal, log_standard_normal
 from genlab.losses.iwae import log_mean_exp
 from genlab.models.hierarchical_vae import HierarchicalVAE
 from genlab.nets.mlp import MLP
+from genlab.table import load_table
+from genlab.table.render import rows as table_rows
 
 D, J1, J2 = 4, 1, 1  # the tiny model whose log p(x) is a 2-D integral
 X = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64)
@@ -259,20 +258,16 @@ def test_unknown_or_mistyped_model_keys_are_named_before_training() -> None:
         check_model("model=iwae2", "model.eval_k=many")
 
 
-def test_reproduce_has_the_papers_two_layer_rows(capsys, tmp_path) -> None:
-    spec = importlib.util.spec_from_file_location("reproduce", REPO / "experiments" / "reproduce.py")
-    reproduce = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce"] = reproduce
-    spec.loader.exec_module(reproduce)
-    rows = {r.name: r for r in reproduce.TABLES["vae"].runs}
-    assert (rows["vae2"].paper, rows["iwae50_2layer"].paper) == ("85.33", "82.90")
+def test_the_iwae_table_has_the_papers_two_layer_rows() -> None:
+    table = load_table("iwae")  # conf/table/iwae.yaml
+    rows = ("VAE, 2 layers", "IWAE k=50, 2 layers")
+    assert [table.published[r]["test/nll"][0] for r in rows] == [85.33, 82.90]
     for budget, epochs in (("paper", 3280), ("cpu", 200)):
-        reproduce.main(["vae", "--budget", budget, "--only", "vae2,iwae50_2layer", "--dry-run",
-                        "--records", str(tmp_path / "r.json"), "--results", str(tmp_path / "R.md")])
-        lines = capsys.readouterr().out.strip().splitlines()
-        cfgs = [composed(*[o for o in shlex.split(line)[3:] if not o.startswith("hydra.")]) for line in lines]
+        cfgs = [composed(*table.overrides(r, budget)) for r in rows]
         assert [(c.model.objective, c.model.k) for c in cfgs] == [("elbo", 1), ("iwae", 50)]
         assert all((c.model.latent_dim, c.model.latent_dim2, c.trainer.max_epochs) == (100, 50, epochs) for c in cfgs)
-    record = {"metrics": {"test/nll": 84.0, "test/elbo": -88.0, "test/kl": 30.0, "test/active_units_train": 16.0,
-                          "test/active_units_train_z2": 5.0}}
-    assert reproduce.vae_row(rows["vae2"], record)[2].endswith("active units 16.00+5.00/100+50 (z1+z2)")
+    record = {"row": rows[0], "budget": "cpu", "seed": 0, "command": "", "epochs": 200, "provenance": {}, "curve": {},
+              "metrics": {"test/nll": 84.0, "test/active_units_train": 16.0, "test/active_units_train_z2": 5.0}}
+    header, lines = table_rows(table, [record])
+    line = dict(zip(header, lines[0]))
+    assert (line["active units (z1)"], line["active units (z2)"]) == ("**16**", "**5**")

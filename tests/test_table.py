@@ -11,6 +11,7 @@ from conftest import REPO
 from hydra import compose, initialize_config_dir
 
 from genlab.compare.groups import Stat
+from genlab.config import product  # noqa: F401 - registers ${mul:...}, as `python -m genlab` does at start
 from genlab.table import TableError, load_table
 from genlab.table import runner as table_runner
 from genlab.table.__main__ import main
