@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import csv
 import functools
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import pytest
 import torch
-from conftest import REPO, read_metrics, run_cli
+from conftest import run_cli
+from handshake import children, handshake_overrides, start_cli, wait_until_ready
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.precision import MixedPrecision
+from resume_checks import run_metrics
 
 from genlab.checks import ConfigError
 from genlab.data.binarize import bernoulli_transform
@@ -33,7 +31,6 @@ from genlab.models.autoencoder import Autoencoder
 from genlab.models.gan import GAN
 from genlab.nets.mlp import MLP
 
-TESTS = Path(__file__).resolve().parent
 ADAM = functools.partial(torch.optim.Adam, lr=1e-2)
 
 
@@ -233,16 +230,6 @@ def test_step_checkpoints_land_at_block_ends_and_the_bar_counts_batches(tmp_path
 
 
 # -- resuming a run killed or interrupted inside a block ---------------------------------------------------------
-class SlowOptimizerSteps(L.Callback):
-    """Sleeps before every optimizer step, so that a signal sent after a block's checkpoint lands inside a block."""
-
-    def __init__(self, seconds: float = 0.1) -> None:
-        self.seconds = seconds
-
-    def on_before_optimizer_step(self, *args: Any) -> None:
-        time.sleep(self.seconds)
-
-
 RESUME = ["model=ae", "data=ring8", "data.n_train=2048", "data.n_val=256", "data.n_test=256", "data.batch_size=256",
           "data.steps_per_block=3", "trainer.max_epochs=2", "trainer.deterministic=true",
           "trainer.enable_progress_bar=false", "logger=csv", "trainer.log_every_n_steps=2",
@@ -250,43 +237,40 @@ RESUME = ["model=ae", "data=ring8", "data.n_train=2048", "data.n_val=256", "data
 
 
 def test_runs_killed_or_interrupted_inside_a_block_resume_to_the_uninterrupted_result(tmp_path: Path) -> None:
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
-    env.pop("HYDRA_FULL_ERROR", None)
-    slow = ["+callbacks.slow._target_=test_fast_path.SlowOptimizerSteps", "+callbacks.slow.seconds=0.15"]
-    runs = {signal.SIGKILL: tmp_path / "killed", signal.SIGINT: tmp_path / "interrupted"}
-    procs = {sig: subprocess.Popen([sys.executable, "-m", "genlab", *RESUME, *slow, f"hydra.run.dir={run_dir}"],
-                                   cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for sig, run_dir in runs.items()}
-    pending, deadline = dict(procs), time.monotonic() + 240
-    while pending:  # signal each run as soon as its first step checkpoint (after block 1, step 3) exists
-        for sig, proc in list(pending.items()):
-            if (runs[sig] / "checkpoints" / "last.ckpt").is_file():
-                proc.send_signal(sig)
-                del pending[sig]
-            else:
-                assert proc.poll() is None, proc.stderr.read()[-2000:]
-        assert time.monotonic() < deadline, "no checkpoint in time"
-        time.sleep(0.02)
-    for sig, proc in procs.items():
-        proc.wait(timeout=120)
-        assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 128 + sig), proc.stderr.read()
+    # One sweep over ckpt_path=null,last,last runs the uninterrupted reference (job 0) and resumes the killed (1)
+    # and the interrupted (2) run in their folders.
+    sweep = tmp_path / "sweep"
+    runs = {signal.SIGKILL: sweep / "1", signal.SIGINT: sweep / "2"}
+    # Each run waits at the start of block 2 (global step 3), after block 1's step checkpoint, for its signal.
+    hold = {sig: tmp_path / f"handshake_{sig.name}" for sig in runs}
+    with children() as procs:
+        for sig, run_dir in runs.items():
+            procs[sig] = start_cli(*RESUME, *handshake_overrides(hold[sig], at_step=3), f"hydra.run.dir={run_dir}",
+                                   log=tmp_path / f"{sig.name}.log")
+        assert wait_until_ready(hold, procs.values()) == {signal.SIGKILL: 3, signal.SIGINT: 3}
+        for sig, child in procs.items():
+            child.proc.send_signal(sig)
+        for sig, child in procs.items():
+            output = child.finish()
+            assert child.proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 128 + sig), output[-3000:]
     killed = torch.load(runs[signal.SIGKILL] / "checkpoints" / "last.ckpt", weights_only=True)
     interrupted = torch.load(runs[signal.SIGINT] / "checkpoints" / "last.ckpt", weights_only=True)
-    # The premises: both stopped inside epoch 0 at a block end (3 of its 8 batches per block); SIGINT finished
-    # the block it arrived in (the next one), SIGKILL left the last step checkpoint.
+    # SIGKILL left the step checkpoint of block 1; SIGINT, received inside block 2, finished that block (3 of the
+    # epoch's 8 batches) and saved there.
     assert killed["global_step"] == 3 and interrupted["global_step"] == 6
     assert interrupted["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches_served"] == 6
 
-    reference = tmp_path / "reference"
-    assert run_cli(*RESUME, f"hydra.run.dir={reference}").returncode == 0
+    proc = run_cli("-m", *RESUME, "ckpt_path=null,last,last", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reference = sweep / "0"
+    expected = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=True)
+    for job, ckpt_path in (("0", "null"), ("1", "last"), ("2", "last")):  # the premise: which job is which
+        assert f"ckpt_path={ckpt_path}" in (sweep / job / ".hydra" / "overrides.yaml").read_text()
     for run_dir in runs.values():
-        proc = run_cli(*RESUME, "ckpt_path=last", f"hydra.run.dir={run_dir}")
-        assert proc.returncode == 0, proc.stderr[-3000:]
         resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-        expected = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=True)
         assert resumed["global_step"] == expected["global_step"] == 16
         for name, value in expected["state_dict"].items():
             assert torch.equal(resumed["state_dict"][name], value), name
-        assert read_metrics(run_dir) == read_metrics(reference)
+        assert run_metrics(run_dir) == run_metrics(reference)
         rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
         assert [r["step"] for r in rows if r.get("train/loss_step")][-4:] == ["9", "11", "13", "15"]
