@@ -3,18 +3,14 @@ run ends (weights, both GAN optimizers, metrics), and genlab checkpoints load wi
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 from batch_recorder import BatchRecorder
-from conftest import REPO, run_cli
+from handshake import children, handshake_overrides, start_cli, wait_until_ready
 from resume_checks import assert_same_run, csv_rows, final_state
 
 from genlab.checkpoints import (
@@ -28,108 +24,77 @@ from genlab.checkpoints import (
 from genlab.data.tensor_loader import InMemoryLoader
 from genlab.loggers.csv_history import merge_rows, row_key
 
-TESTS = Path(__file__).resolve().parent
-STEPS_PER_BATCH = {"ae": 1, "gan": 2, "vae": 1}  # global_step counts optimizer steps: the GAN takes a D and a G step
+STEPS_PER_BATCH = {"ae": 1, "gan": 2, "vae": 1, "iwae": 1}  # global_step counts optimizer steps: a GAN batch has 2
 MIN_BATCHES_PER_EPOCH = 8  # ring8: 2048 / 256 = 8; digits: ceil(1294 / 128) = 11
-COMMON = ["trainer.max_epochs=2", "trainer.deterministic=true", "trainer.enable_progress_bar=false", "logger=csv",
+COMMON = ["trainer.deterministic=true", "trainer.enable_progress_bar=false", "logger=csv",
           "callbacks.last_checkpoint.every_n_train_steps=3"]
-# Models that share a data set, and the overrides of all their runs (killed, resumed, uninterrupted).
+# Models that share a data set, and the overrides of all their runs (killed, finished, resumed, uninterrupted).
 GROUPS = {
     # The AE (no randomness in training) and the GAN (noise from the global RNG, two optimizers).
     "ring8": (["ae", "gan"], ["data=ring8", "data.n_train=2048", "data.n_val=256", "data.n_test=256",
                               "data.batch_size=256"]),
-    # The VAE (reparameterisation noise) with a learning rate halved every epoch by a scheduler.
-    "digits": (["vae"], ["data=digits", "model.lr_schedule=step", "model.lr_decay=0.5", "model.lr_decay_every=1",
-                         "model.eval_k=10"]),
+    # The VAE and the IWAE (reparameterisation noise) with a learning rate halved every epoch by a scheduler.
+    # ++: a sweep's first composition has the default model, which lacks these keys.
+    "digits": (["vae", "iwae"], ["data=digits", "++model.lr_schedule=step", "++model.lr_decay=0.5",
+                                 "++model.lr_decay_every=1", "++model.eval_k=10"]),
 }
 GROUP_OF = {model: group for group, (models, _) in GROUPS.items() for model in models}
 
 
-def overrides(model: str) -> list[str]:
-    return [f"model={model}", *GROUPS[GROUP_OF[model]][1], *COMMON]
+def test_killed_and_finished_runs_resume_to_the_uninterrupted_result(tmp_path):
+    """A run SIGKILLed mid-epoch, and a finished 1-epoch run, both resumed with ckpt_path=last to 2 epochs, end
+    where a 2-epoch run ends; the continued run's metrics.csv keeps the first epoch's rows.
 
-
-def start_killable(model: str, run_dir: Path) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(TESTS)}
-    env.pop("HYDRA_FULL_ERROR", None)
-    slow = ["+callbacks.slow._target_=slow_steps.SlowSteps", "+callbacks.slow.seconds=0.4"]
-    return subprocess.Popen(
-        [sys.executable, "-m", "genlab", *overrides(model), *slow, f"hydra.run.dir={run_dir}"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-
-
-def kill_each_after_its_first_checkpoint(procs: dict[str, subprocess.Popen], ckpts: dict[str, Path],
-                                         timeout: float = 180) -> None:
-    """SIGKILL each process as soon as its checkpoint exists (written whole and renamed into place): no cleanup
-    runs. All are watched at once, so a slow start of one does not let another run past its first epoch."""
-    pending = dict(procs)
-    deadline = time.monotonic() + timeout
-    while pending:
-        for model, proc in list(pending.items()):
-            if ckpts[model].is_file():
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=30)
-                assert proc.returncode == -signal.SIGKILL
-                del pending[model]
-            else:
-                assert proc.poll() is None, f"{model} ended before its first checkpoint: {proc.stderr.read()[-2000:]}"
-        assert time.monotonic() < deadline, f"no checkpoint in time from {sorted(pending)}"
-        time.sleep(0.02)
-
-
-def test_sigkilled_runs_resume_to_the_uninterrupted_result(tmp_path):
-    # Killed runs live in <sweep>/<model>_last, so that one sweep per group over ckpt_path=null,last runs the
-    # uninterrupted references (<model>_None) and resumes the killed runs (the same command + ckpt_path=last).
+    (Before LoaderEpoch, the continued loader served epoch 0's order again: the VAE's val/loss 29.28732 instead
+    of 29.30327; every model here then failed the weight comparison.)
+    """
     sweep = tmp_path / "sweep"
-    killed = {m: sweep / f"{m}_last" for m in GROUP_OF}
-    procs = {m: start_killable(m, killed[m]) for m in GROUP_OF}
-    kill_each_after_its_first_checkpoint(procs, {m: killed[m] / "checkpoints" / "last.ckpt" for m in GROUP_OF})
-    for model in GROUP_OF:
-        state = load_genlab_checkpoint(killed[model] / "checkpoints" / "last.ckpt")
+    model = "${hydra:runtime.choices.model}"
+    killed = {m: sweep / f"{m}_killed" for m in GROUP_OF}
+    hold = {m: tmp_path / f"handshake_{m}" for m in GROUP_OF}
+    with children() as procs:
+        # Each killed run waits at the start of the first batch after its first step checkpoint (every 3 steps),
+        # inside epoch 0, and is SIGKILLed there: no cleanup runs.
+        for m in GROUP_OF:
+            procs[m] = start_cli(f"model={m}", *GROUPS[GROUP_OF[m]][1], *COMMON, "trainer.max_epochs=2",
+                                 *handshake_overrides(hold[m], at_step=3), f"hydra.run.dir={killed[m]}",
+                                 log=tmp_path / f"{m}_killed.log")
+        # Meanwhile one sweep per data set runs the 1-epoch runs and the uninterrupted 2-epoch references.
+        for group, (models, overrides) in GROUPS.items():
+            procs[group] = start_cli("-m", f"model={','.join(models)}", *overrides, *COMMON, "trainer.max_epochs=1,2",
+                                     f"hydra.sweep.dir={sweep}", f"hydra.sweep.subdir={model}_${{trainer.max_epochs}}",
+                                     log=tmp_path / f"{group}_1_2.log")
+        held_at = wait_until_ready(hold, [procs[m] for m in GROUP_OF])
+        for m in GROUP_OF:
+            procs[m].proc.send_signal(signal.SIGKILL)
+        for key, child in procs.items():
+            output = child.finish()
+            assert child.proc.returncode == (-signal.SIGKILL if key in GROUP_OF else 0), (key, output[-3000:])
+    for m in GROUP_OF:
+        state = load_genlab_checkpoint(killed[m] / "checkpoints" / "last.ckpt")
         loader = state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
-        # The premise: the run died mid-way through its first epoch, after a step checkpoint.
-        batches = state["global_step"] // STEPS_PER_BATCH[model]
-        assert state["epoch"] == 0 and 0 < batches < MIN_BATCHES_PER_EPOCH
+        # The premise: the run died mid-way through its first epoch, at the state of its step checkpoint.
+        batches = state["global_step"] // STEPS_PER_BATCH[m]
+        assert state["global_step"] == held_at[m] and state["epoch"] == 0 and 0 < batches < MIN_BATCHES_PER_EPOCH
         assert (loader["epoch"], loader["batches_served"]) == (0, batches)
-        assert not (killed[model] / "metrics.json").exists()
+        assert not (killed[m] / "metrics.json").exists()
 
-    for models, group_overrides in GROUPS.values():
-        proc = run_cli("-m", f"model={','.join(models)}", "ckpt_path=null,last", *group_overrides, *COMMON,
-                       f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra:runtime.choices.model}_${ckpt_path}")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-
-    for model in GROUP_OF:
-        assert_same_run(killed[model], sweep / f"{model}_None", model, 2 * MIN_BATCHES_PER_EPOCH, epoch=1,
-                        stopped_in_epoch=0)
+    # The same overrides + ckpt_path=last resume the killed runs and continue the 1-epoch runs (tags name which).
+    with children() as procs:
+        for group, (models, overrides) in GROUPS.items():
+            procs[group] = start_cli("-m", f"model={','.join(models)}", *overrides, *COMMON, "trainer.max_epochs=2",
+                                     "ckpt_path=last", "tags=[killed],[1]", f"hydra.sweep.dir={sweep}",
+                                     f"hydra.sweep.subdir={model}_${{tags.0}}", log=tmp_path / f"{group}_resume.log")
+        for group, child in procs.items():
+            output = child.finish()
+            assert child.proc.returncode == 0, (group, output[-3000:])
+    for m in GROUP_OF:
+        assert_same_run(killed[m], sweep / f"{m}_2", m, 2 * MIN_BATCHES_PER_EPOCH, epoch=1, stopped_in_epoch=0)
+        assert_same_run(sweep / f"{m}_1", sweep / f"{m}_2", m, 2 * MIN_BATCHES_PER_EPOCH, epoch=1)
     # The scheduler ran through the resume: two epochs of halving.
     vae = final_state(killed["vae"])
     assert vae["lr_schedulers"] and vae["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-3 / 4)
-
-
-def test_finished_runs_continue_to_the_uninterrupted_result(tmp_path):
-    # A 1-epoch run continued to 2 epochs from its last.ckpt (written at the epoch end) ends where a 2-epoch run
-    # ends, and its metrics.csv keeps the first epoch's rows. One sweep per data set runs both lengths; a second
-    # continues the 1-epoch folders. (Before LoaderEpoch, the continued loader served epoch 0's order again: the
-    # VAE's val/loss 29.28732 instead of 29.30327; every model here then failed the weight comparison.)
-    groups = {
-        "ring8": (["ae", "gan"], GROUPS["ring8"][1]),
-        # ++: the sweep's first composition has the default model, which lacks the VAE's keys
-        "digits": (["vae", "iwae"], [f"++{o}" if o.startswith("model.") else o for o in GROUPS["digits"][1]]),
-    }
-    common = [c for c in COMMON if not c.startswith(("trainer.max_epochs", "callbacks.last_checkpoint"))]
-    for models, group_overrides in groups.values():
-        model = "${hydra:runtime.choices.model}"
-        # Both lengths; then the 1-epoch folders continued to 2 epochs with the same overrides + ckpt_path=last.
-        for extra in (["trainer.max_epochs=1,2", f"hydra.sweep.subdir={model}_${{trainer.max_epochs}}"],
-                      ["trainer.max_epochs=2", "ckpt_path=last", f"hydra.sweep.subdir={model}_1"]):
-            proc = run_cli("-m", f"model={','.join(models)}", *group_overrides, *common, f"hydra.sweep.dir={tmp_path}",
-                           *extra)
-            assert proc.returncode == 0, proc.stderr[-3000:]
-    for models, _ in groups.values():
-        for model in models:
-            assert_same_run(tmp_path / f"{model}_1", tmp_path / f"{model}_2", model, 2 * MIN_BATCHES_PER_EPOCH, epoch=1)
-    rows = csv_rows(tmp_path / "vae_1")
+    rows = csv_rows(sweep / "vae_1")
     assert {float(row["epoch"]) for row in rows if row["val/loss"]} == {0.0, 1.0}  # the premise: both epochs' rows
 
 
