@@ -5,19 +5,17 @@ search resumes without rerunning or replaying trials, parallel workers share one
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, TINY, run_cli
-from omegaconf import OmegaConf
+from conftest import TINY, run_cli
+from handshake import LIMIT, children, handshake_overrides, release, start_cli, wait_until_ready
+from in_process import composed
 
 from genlab.callbacks.interrupt import Interrupted
 from genlab.checks import ConfigError
@@ -74,14 +72,10 @@ def test_joblib_runs_jobs_in_parallel_and_a_failed_job_keeps_the_others(tmp_path
         assert config["model"]["latent_dim"] == latent
 
 
-def test_slurm_launcher_composes_with_the_trainer_s_nodes_and_devices(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "genlab", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "trainer=ddp",
-         "trainer.devices=4", "trainer.num_nodes=2", "--cfg", "all"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    cfg = OmegaConf.create(proc.stdout)
+def test_slurm_launcher_composes_with_the_trainer_s_nodes_and_devices():
+    # What `python -m genlab hydra/launcher=slurm ... --cfg all` prints, composed in this process.
+    cfg = composed("hydra/launcher=slurm", "hydra.launcher.partition=gpu", "trainer=ddp", "trainer.devices=4",
+                   "trainer.num_nodes=2", hydra=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
@@ -91,10 +85,6 @@ def test_slurm_launcher_composes_with_the_trainer_s_nodes_and_devices(tmp_path):
 
 # ---- persistent searches (hydra/sweeper=genlab_optuna): resume, parallel workers, failures --------------------
 TRIAL = ["data=digits", "model.eval_k=10", *TINY]
-
-
-def search_cmd(sweep: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "genlab", "hparams_search=vae_optuna", *TRIAL, f"hydra.sweep.dir={sweep}", *extra]
 
 
 def load_study(sweep: Path, name: str = "vae_optuna"):
@@ -127,58 +117,69 @@ def assert_folders_belong_to_trials(sweep: Path, study) -> None:
         assert metrics_of(sweep)[number]["val/elbo"] == trial.value, number
 
 
-def test_a_killed_search_resumes_where_it_stopped_and_runs_no_trial_twice(tmp_path):
-    sweep = tmp_path / "search"
-    cmd = search_cmd(sweep, "hydra.sweeper.n_trials=3", "hydra.sweeper.heartbeat_interval=1",
-                     "hydra.sweeper.grace_period=2")
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if n_beating_trials(sweep) >= 3:  # the third trial runs and its first heartbeat is stored
-                break
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)  # no handler runs: the third trial (if asked) stays RUNNING
-        proc.wait()
-    before = {n: (t.params, t.value) for n, t in completed(load_study(sweep)).items()}
-    assert len(before) == 2, "the search ended before it could be killed"
-    stamps = {n: (sweep / str(n) / "metrics.json").stat().st_mtime_ns for n in before}
-    time.sleep(2.5)  # past the grace period: the killed trial's heartbeat is stale
+def hold_trials(hold: Path) -> list[str]:
+    """Overrides that make every trial wait at its first batch in ``hold/<trial number>`` (handshake.Handshake)."""
+    return handshake_overrides(hold / "${hydra:job.num}", at_step=0)
 
-    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "2 of 3 trials done" in rerun.stdout + rerun.stderr
+
+def test_a_killed_search_resumes_where_it_stopped_and_runs_no_trial_twice(tmp_path):
+    sweep, hold = tmp_path / "search", tmp_path / "hold"
+    cmd = ["hparams_search=vae_optuna", *TRIAL, f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=2",
+           "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2", *hold_trials(hold)]
+    for number in (0, 2):  # trial 0 runs through; trial 1 waits and is killed there; the rerun's trial 2 runs
+        (hold / str(number)).mkdir(parents=True)
+        release(hold / str(number))
+    with children() as procs:
+        procs["search"] = start_cli(*cmd, log=tmp_path / "search.log")
+        wait_until_ready({1: hold / "1"}, procs.values())
+        # The premise: trial 1 runs and its heartbeat is stored (the search records one before it launches a trial)
+        deadline = time.monotonic() + LIMIT
+        while n_beating_trials(sweep) < 2:
+            assert time.monotonic() < deadline, "no heartbeat of trial 1"
+            time.sleep(0.01)
+        procs["search"].proc.send_signal(signal.SIGKILL)  # no handler runs: trial 1 stays RUNNING
+    before = {n: (t.params, t.value) for n, t in completed(load_study(sweep)).items()}
+    assert list(before) == [0]
+    stamps = {n: (sweep / str(n) / "metrics.json").stat().st_mtime_ns for n in before}
+    time.sleep(2.5)  # longer than the grace period: the killed trial's last heartbeat is stale for the rerun
+
+    with children() as procs:
+        procs["rerun"] = start_cli(*cmd, log=tmp_path / "rerun.log")
+        output = procs["rerun"].finish()
+    assert procs["rerun"].proc.returncode == 0, output[-3000:]
+    assert "1 of 2 trials done" in output
     study = load_study(sweep)
     done = completed(study)
-    assert len(done) == 3  # n_trials counted the trials finished before the kill
+    assert sorted(done) == [0, 2]  # n_trials counted the trial finished before the kill
     others = [t for t in study.get_trials() if t.number not in done]
-    assert len(others) <= 1 and all(t.state.name == "FAIL" and "error" not in t.user_attrs for t in others)
-    assert {n: (done[n].params, done[n].value) for n in before} == before  # the finished trials stayed
+    assert [(t.number, t.state.name) for t in others] == [(1, "FAIL")] and "error" not in others[0].user_attrs
+    assert {n: (done[n].params, done[n].value) for n in before} == before  # the finished trial stayed
     assert {n: (sweep / str(n) / "metrics.json").stat().st_mtime_ns for n in before} == stamps  # not rerun
     assert_folders_belong_to_trials(sweep, study)
     # The rerun draws new values: the configured seed would replay trial 0's values as the rerun's first trial.
-    params = [json.dumps(t.params, sort_keys=True) for t in done.values()]
-    assert len(set(params)) == 3, params
+    assert done[0].params != done[2].params
 
 
 def test_two_workers_started_together_share_one_study(tmp_path):
-    sweep = tmp_path / "shared"
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    # Longer trials than the start-up of a worker, so both take part.
-    cmd = search_cmd(sweep, "hydra.sweeper.n_trials=4", "trainer.limit_train_batches=8")
-    workers = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for _ in range(2)]
-    logs = [w.communicate(timeout=300)[0] for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    sweep, hold = tmp_path / "shared", tmp_path / "hold"
+    cmd = ["hparams_search=vae_optuna", *TRIAL, f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=2",
+           *hold_trials(hold)]
+    with children() as workers:
+        for i in range(2):
+            workers[i] = start_cli(*cmd, log=tmp_path / f"worker{i}.log")
+        # Trials 0 and 1 both waiting at once: a worker runs one trial at a time, so each worker holds one.
+        wait_until_ready({n: hold / str(n) for n in range(2)}, workers.values())
+        for n in range(2):
+            release(hold / str(n))
+        logs = [w.finish() for w in workers.values()]
+    assert [w.proc.returncode for w in workers.values()] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
     ran = [set(map(int, re.findall(r"Trial (\d+): \{", log))) for log in logs]
-    assert ran[0] and ran[1] and not ran[0] & ran[1], ran  # each worker ran trials, none ran the same one
+    assert len(ran[0]) == len(ran[1]) == 1 and not ran[0] & ran[1], ran  # each worker ran one, not the same one
     study = load_study(sweep)
-    assert sorted(completed(study)) == sorted(ran[0] | ran[1]) == [0, 1, 2, 3]  # 4 in all, not 4 each
+    assert sorted(completed(study)) == sorted(ran[0] | ran[1]) == [0, 1]  # 2 in all, not 2 each
     assert_folders_belong_to_trials(sweep, study)
     params = [json.dumps(t.params, sort_keys=True) for t in completed(study).values()]
-    assert len(set(params)) == 4, params  # the second worker re-seeds: no replay of the first one's values
+    assert len(set(params)) == 2, params  # the second worker re-seeds: no replay of the first one's values
 
 
 def test_joblib_trials_share_the_study_and_a_failed_trial_is_recorded_and_counted(tmp_path):
