@@ -1,13 +1,16 @@
-"""Bad input through the real CLI: a non-zero exit, one short line naming the key or file and the fix, no traceback.
+"""Bad input: a non-zero exit, one short line naming the key or file and the fix, no traceback.
 
-Each case is its own `python -m genlab` process (imports cost seconds), so the module runs them all at once on
-a small thread pool and the parametrized tests check one result each.
+What the command line adds to a failed check (the one-line ``genlab: error:`` report, exit code 2 for genlab's
+checks and 1 for Hydra's, no traceback unless HYDRA_FULL_ERROR=1, nothing written) is checked through real
+``python -m genlab`` processes, one per kind of failure: Hydra composition, a damaged IDX file, a checkpoint,
+``trainer=gpu`` without CUDA. Every other case runs the same ``genlab.train.train`` in this process on the config
+Hydra composes (a process costs seconds of imports): it must raise one of the errors that ``main`` reports in one
+line (``USER_ERRORS``) before a checkpoint is written.
 """
 
 from __future__ import annotations
 
 import gzip
-import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,11 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY, run_cli, write_tiny_mnist
+from hydra.errors import ConfigCompositionException
+from in_process import tiny_run
 
-BAD_INPUTS = [
-    # (id, overrides, words the message must contain); {root}, {bad_magic}, ... are filled in by the fixture.
-    ("unknown group option", ["model=vea"], ["model", "vea", "ae"]),
-    ("misspelt key", ["model.latnt_dim=3"], ["latnt_dim"]),
+from genlab.train import USER_ERRORS, train
+
+# (id, overrides, words the message must contain); {bad_magic}, {ae_ckpt}, ... are filled in by the fixtures.
+IN_PROCESS = [
     ("misspelt added key", ["+model.latnt_dim=3"], ["model.latnt_dim", "model.latent_dim"]),
     ("wrong type", ["model.latent_dim=abc"], ["model.latent_dim", "'abc'", "int"]),
     ("zero size", ["model.latent_dim=0"], ["model.latent_dim=0", "> 0"]),
@@ -34,8 +39,6 @@ BAD_INPUTS = [
     ("wrong batch limit", ["trainer.limit_val_batches=all"], ["trainer.limit_val_batches='all'", "int", "float"]),
     ("missing data root", ["data=mnist", "paths.data_dir=/nonexistent/genlab-data"],
      ["/nonexistent/genlab-data", "GENLAB_DATA_DIR", "data.root"]),
-    ("idx wrong magic", ["data=mnist", "paths.data_dir={bad_magic}"],
-     ["train-images-idx3-ubyte", "magic", "data.download=true"]),
     ("idx truncated", ["data=mnist", "paths.data_dir={truncated}"],
      ["t10k-labels-idx1-ubyte", "truncated", "data.download=true"]),
     ("idx count mismatch", ["data=mnist", "paths.data_dir={mismatch}"],
@@ -43,14 +46,20 @@ BAD_INPUTS = [
     ("unreadable checkpoint", ["ckpt_path={garbage}"], ["garbage.ckpt", "cannot be read", "last.ckpt"]),
     ("checkpoint of another model", ["model=pca", "ckpt_path={ae_ckpt}"],
      ["genlab.models.autoencoder.Autoencoder", "genlab.models.pca.PCA", "model="]),
+]
+CLI = [
+    # Hydra's own composition errors exit with 1, genlab's checks with 2.
+    ("unknown group option", ["model=vea"], ["model", "vea", "ae"]),
+    ("idx wrong magic", ["data=mnist", "paths.data_dir={bad_magic}"],
+     ["train-images-idx3-ubyte", "magic", "data.download=true"]),
     ("checkpoint of other sizes", ["model=ae", "model.latent_dim=3", "ckpt_path={ae_ckpt}"],
      ["has shape", "(2, 128)", "(3, 128)", ".hydra/config.yaml"]),
 ]
 if not torch.cuda.is_available():  # this machine: a CPU build of torch, no GPU
-    BAD_INPUTS.append(("trainer=gpu without CUDA", ["trainer=gpu"],
-                       ["trainer=gpu needs a CUDA GPU", "has no CUDA support", "make install TORCH=", "trainer=cpu"]))
-# Hydra's own composition errors exit with 1, genlab's checks with 2.
-HYDRA_ERRORS = {"unknown group option", "misspelt key"}
+    # Through the CLI: the message names the trainer= option chosen, which only a Hydra run knows.
+    CLI.append(("trainer=gpu without CUDA", ["trainer=gpu"],
+                ["trainer=gpu needs a CUDA GPU", "has no CUDA support", "make install TORCH=", "trainer=cpu"]))
+HYDRA_ERRORS = {"unknown group option"}
 
 
 def corrupt(root: Path, name: str, how: str) -> Path:
@@ -70,49 +79,42 @@ def corrupt(root: Path, name: str, how: str) -> Path:
 
 
 def run(overrides: list[str], run_dir: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    # One torch thread per process: the pool already keeps every core busy.
-    return run_cli(*overrides, "logger=csv", f"hydra.run.dir={run_dir}", env={"OMP_NUM_THREADS": "1", **(env or {})})
+    return run_cli(*overrides, "logger=csv", f"hydra.run.dir={run_dir}", env=env)
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
-    """Every BAD_INPUTS case (and one with HYDRA_FULL_ERROR=1) run through the CLI, two or more at a time."""
-    tmp = tmp_path_factory.mktemp("bad_input")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The damaged data roots and checkpoints the cases name; ``ae_ckpt`` is written by the ``results`` fixture."""
+    tmp = tmp_path_factory.mktemp("bad_input_files")
     garbage = tmp / "garbage.ckpt"
     garbage.write_bytes(b"this is not a checkpoint\n" * 10)
-    values = {
+    return {
         "bad_magic": str(corrupt(tmp / "magic", "train-images-idx3-ubyte", "magic")),
         "truncated": str(corrupt(tmp / "trunc", "t10k-labels-idx1-ubyte", "truncate")),
         "mismatch": str(corrupt(tmp / "count", "train-labels-idx1-ubyte", "one_label_fewer")),
         "garbage": str(garbage),
         "ae_ckpt": str(tmp / "ae_run" / "checkpoints" / "last.ckpt"),
     }
-    workers = max(2, min(4, os.cpu_count() or 2))
-    out: dict[str, tuple[subprocess.CompletedProcess, Path]] = {}
-    with ThreadPoolExecutor(workers) as pool:
-        # A real AE checkpoint for the "another model" case, trained while the other cases run.
-        ae_run = pool.submit(run, ["model=ae", *TINY, "test=false"], tmp / "ae_run")
-        futures = {}
-        for i, (case, overrides, _) in enumerate(BAD_INPUTS):
-            if "{ae_ckpt}" in " ".join(overrides):
-                continue
-            run_dir = tmp / f"case{i}"
-            futures[case] = (pool.submit(run, [o.format(**values) for o in overrides], run_dir), run_dir)
-        full_dir = tmp / "full_error"
-        futures["HYDRA_FULL_ERROR"] = (pool.submit(run, ["model.latent_dim=0"], full_dir, {"HYDRA_FULL_ERROR": "1"}),
-                                       full_dir)
+
+
+@pytest.fixture(scope="module")
+def results(inputs: dict[str, str]) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """A real AE run (its checkpoint), then every CLI case and one with HYDRA_FULL_ERROR=1, two processes at a time."""
+    tmp = Path(inputs["garbage"]).parent
+    jobs = {case: ([o.format(**inputs) for o in overrides], tmp / f"case{i}", None)
+            for i, (case, overrides, _) in enumerate(CLI)}
+    jobs["HYDRA_FULL_ERROR"] = (["model.latent_dim=0"], tmp / "full_error", {"HYDRA_FULL_ERROR": "1"})
+    needs_ckpt = {case for case, (overrides, _, _) in jobs.items() if inputs["ae_ckpt"] in " ".join(overrides)}
+    with ThreadPoolExecutor(2) as pool:
+        ae_run = pool.submit(run, ["model=ae", *TINY, "test=false"], Path(inputs["ae_ckpt"]).parent.parent)
+        futures = {case: pool.submit(run, *job) for case, job in jobs.items() if case not in needs_ckpt}
         trained = ae_run.result()
         assert trained.returncode == 0, trained.stderr[-3000:]
-        for i, (case, overrides, _) in enumerate(BAD_INPUTS):
-            if case not in futures:
-                run_dir = tmp / f"case{i}"
-                futures[case] = (pool.submit(run, [o.format(**values) for o in overrides], run_dir), run_dir)
-        for case, (future, run_dir) in futures.items():
-            out[case] = (future.result(), run_dir)
-    return out
+        futures.update({case: pool.submit(run, *jobs[case]) for case in needs_ckpt})
+        return {case: (future.result(), jobs[case][1]) for case, future in futures.items()}
 
 
-@pytest.mark.parametrize(("case", "overrides", "words"), BAD_INPUTS, ids=[c for c, _, _ in BAD_INPUTS])
+@pytest.mark.parametrize(("case", "overrides", "words"), CLI, ids=[c for c, _, _ in CLI])
 def test_bad_input_fails_early_with_a_short_message(case, overrides, words, results):
     proc, run_dir = results[case]
     assert proc.returncode == (1 if case in HYDRA_ERRORS else 2), proc.stderr[-2000:]
@@ -122,6 +124,8 @@ def test_bad_input_fails_early_with_a_short_message(case, overrides, words, resu
     assert "Traceback" not in message
     error_lines = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
     assert error_lines and all(len(line) < 700 for line in error_lines), proc.stderr[-2000:]
+    if case not in HYDRA_ERRORS:
+        assert any(line.startswith("genlab: error: ") for line in error_lines), proc.stderr[-2000:]
     assert not list(run_dir.rglob("*.ckpt")), "it must fail before a checkpoint is written"
 
 
@@ -130,3 +134,25 @@ def test_full_traceback_only_with_hydra_full_error(results):
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "ConfigError" in proc.stderr
     assert "model.latent_dim=0" in proc.stderr
+
+
+@pytest.mark.parametrize(("case", "overrides", "words"), IN_PROCESS, ids=[c for c, _, _ in IN_PROCESS])
+def test_bad_config_is_refused_before_training_naming_the_key(case, overrides, words, inputs, tmp_path, request):
+    if "{ae_ckpt}" in " ".join(overrides):
+        request.getfixturevalue("results")  # which trains the AE
+    cfg = tiny_run([o.format(**inputs) for o in overrides], tmp_path / "run")
+    with pytest.raises(USER_ERRORS) as err:
+        train(cfg)
+    message = str(err.value)
+    for word in words:
+        assert word in message, message
+    # main() prints it as one "genlab: error: ..." line
+    assert "\n" not in message and len(message) < 700, message
+    assert not list(tmp_path.rglob("*.ckpt")), "it must fail before a checkpoint is written"
+
+
+def test_a_misspelt_key_is_refused_by_hydra_naming_it_and_the_fix(tmp_path):
+    # Hydra's error, reported like "unknown group option" above (exit 1, no traceback)
+    with pytest.raises(ConfigCompositionException, match=r"model\.latnt_dim") as err:
+        tiny_run(["model.latnt_dim=3"], tmp_path)
+    assert "+model.latnt_dim=3" in str(err.value)
