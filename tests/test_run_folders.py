@@ -25,14 +25,14 @@ def test_concurrent_runs_get_their_own_folders_and_a_taken_folder_is_refused(tmp
     procs = {
         seed: subprocess.Popen([sys.executable, "-m", "genlab", "model=ae", *TINY, "test=false", f"seed={seed}"],
                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for seed in (1, 2, 3)
+        for seed in (1, 2)
     }
     for seed, proc in procs.items():
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, f"seed {seed}: {err[-2000:]}"
     folders = sorted((log_dir / "train" / "runs").iterdir())
-    assert len(folders) == 3 and all(FOLDER_NAME.fullmatch(f.name) for f in folders), folders
-    assert sorted(read_metrics(f)["seed"] for f in folders) == [1, 2, 3]
+    assert len(folders) == 2 and all(FOLDER_NAME.fullmatch(f.name) for f in folders), folders
+    assert sorted(read_metrics(f)["seed"] for f in folders) == [1, 2]
 
     # A new run pointed at a finished run's folder is refused before it writes anything there.
     taken = folders[0]
