@@ -20,9 +20,9 @@ MODELS = ["vae", "ae", "gan"]
 def runs(tmp_path_factory):
     """Run folders of a VAE and an AE on digits (8x8 images) and a GAN on ring8 (2-D points), by model name."""
     root = tmp_path_factory.mktemp("sample_runs")
-    # Two processes side by side (each mostly imports and tiny training).
+    # Two processes side by side (each mostly imports and tiny training); no test stage: only the checkpoints count.
     with ThreadPoolExecutor(2) as pool:
-        procs = list(pool.map(lambda args: run_cli(*args), [
+        procs = list(pool.map(lambda args: run_cli(*args, "test=false"), [
             ("-m", "model=vae,ae", "data=digits", *TINY, f"hydra.sweep.dir={root / 'digits'}"),
             ("model=gan", "data=ring8", "data.n_train=512", "model.eval_samples=200", *TINY, f"hydra.run.dir={root / 'gan'}"),
         ]))
