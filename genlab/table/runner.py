@@ -42,7 +42,7 @@ def read_records(table: Table) -> list[dict[str, Any]]:
 def plan(table: Table, budget: str, rows: Sequence[str], seeds: Sequence[int], out: Path) -> list[Job]:
     """Every chosen run and its state: done (recorded), running, finished, resumable, continues, missing, taken."""
     records = {(r["row"], r["budget"], r["seed"]): r for r in read_records(table)}
-    root, earlier = budget, table.budgets[budget].continues
+    root, earlier, out = budget, table.budgets[budget].continues, out.resolve()
     while table.budgets[root].continues:
         root = table.budgets[root].continues
     jobs = []
