@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 
 from genlab.accelerator import runs_on_cpu
 from genlab.checks import one_of
+from genlab.provenance import cpu_model
 
 CPU_MATMULS = ("auto", "blas", "onednn")
 # float32 products have relative errors ~1e-7..1e-6 against float64; bfloat16 inputs give ~1e-3.
@@ -109,13 +109,7 @@ def cache_file() -> Path:
 
 def machine_key() -> str:
     """The CPU model and torch version: what the verdict depends on."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), model)
-    except OSError:
-        pass
-    return f"{model} | torch {torch.__version__}"
+    return f"{cpu_model()} | torch {torch.__version__}"
 
 
 def auto_verdict() -> bool:
