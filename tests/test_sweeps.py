@@ -21,6 +21,9 @@ from genlab.callbacks.interrupt import Interrupted
 from genlab.checks import ConfigError
 from genlab.sweeps.study import display_url, open_storage
 
+# The sweeps read validation metrics only: no test stage.
+RUN = [*TINY, "test=false"]
+
 
 def metrics_of(sweep: Path) -> dict[int, dict]:
     return {int(p.parent.name): json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
@@ -30,7 +33,7 @@ def test_vae_optuna_maximises_val_elbo_and_a_failed_trial_does_not_stop_it(tmp_p
     sweep = tmp_path / "vae"
     # latent_dim=0 is refused (ConfigError) in whichever trial draws it: trial 2 with this seed.
     proc = run_cli("-m", "hparams_search=vae_optuna", "data=digits", "model.latent_dim=choice(3,0)",
-                   "hydra.sweeper.n_trials=4", "model.eval_k=10", *TINY, f"hydra.sweep.dir={sweep}")
+                   "hydra.sweeper.n_trials=4", "model.eval_k=10", *RUN, f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Failed experiment: model.latent_dim=0" in proc.stdout + proc.stderr
     finished = metrics_of(sweep)
@@ -49,7 +52,7 @@ def test_vae_optuna_maximises_val_elbo_and_a_failed_trial_does_not_stop_it(tmp_p
 def test_gan_optuna_minimises_the_classifier_frechet_distance(tmp_path):
     sweep = tmp_path / "gan"
     proc = run_cli("hparams_search=gan_optuna", "data=digits", "hydra.sweeper.n_trials=2",
-                   "model.feature_classifier_steps=20", "model.eval_samples=200", *TINY, f"hydra.sweep.dir={sweep}")
+                   "model.feature_classifier_steps=20", "model.eval_samples=200", *RUN, f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     finished = metrics_of(sweep)
     assert sorted(finished) == [0, 1] and all(m["model"] == "gan_conv" for m in finished.values())
@@ -60,7 +63,7 @@ def test_gan_optuna_minimises_the_classifier_frechet_distance(tmp_path):
 
 def test_joblib_runs_jobs_in_parallel_and_a_failed_job_keeps_the_others(tmp_path):
     sweep = tmp_path / "joblib"
-    proc = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.latent_dim=2,0,3", *TINY,
+    proc = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.latent_dim=2,0,3", *RUN,
                    f"hydra.sweep.dir={sweep}")
     log = proc.stdout + proc.stderr
     assert "Joblib.Parallel(n_jobs=2" in log
@@ -84,7 +87,7 @@ def test_slurm_launcher_composes_with_the_trainer_s_nodes_and_devices():
 
 
 # ---- persistent searches (hydra/sweeper=genlab_optuna): resume, parallel workers, failures --------------------
-TRIAL = ["data=digits", "model.eval_k=10", *TINY]
+TRIAL = ["data=digits", "model.eval_k=10", *RUN]
 
 
 def load_study(sweep: Path, name: str = "vae_optuna"):
