@@ -5,15 +5,15 @@
     python -m experiments.bench --only vae --blocks 1,4 --clock cpu      # also genlab at data.steps_per_block=1, 4
     python -m experiments.bench --only gan --compile --out /tmp/c.json   # also the loop with torch.compile'd nets
 
-A training case runs several ways with the same nets, losses, Adam, batch size and step count (experiments/BENCHMARKS.md
-says which); a ratio is the median over repetitions of two ways' rates in the same repetition. The report is one flat
-JSON object (``--out``); a partial ``--only`` run updates that file's keys.
+A ratio is the median over repetitions of two ways' rates in the same repetition (experiments/BENCHMARKS.md). The
+report is one flat JSON object (``--out``); a partial ``--only`` run updates that file's keys.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -25,8 +25,9 @@ import torch
 from hydra.utils import get_method
 
 from experiments.bench import run
-from experiments.bench.cases import CASES, Case, case_data, loop_rate
+from experiments.bench.cases import CASES, Case, case_data, load_mnist, loop_rate
 from genlab import cpu_matmul
+from genlab.data.idx import DataFileError
 
 ALL_CASES = (*(case.name for case in CASES), "nll", "pca", "startup", "pythae")
 BASELINES = ("minimal", "dataloader", "minimal_same_matmul")  # genlab's rate over each: <case>_vs_<baseline>
@@ -35,10 +36,9 @@ RUN_KEYS = ("machine", "load_average_start", "load_average_end", "threads", "rep
 
 
 def training_ways(case: Case, args: argparse.Namespace, workdir: Path) -> dict[str, Callable[[int], float]]:
-    """The ways ``case`` runs, each giving steps per second: genlab (StepTimer), the hand-written loops, and the
-    loop on genlab's matmul library where ``cpu_matmul=auto`` picks oneDNN (the per-step overhead alone)."""
-    device = torch.device(args.device)
-    x, y = case_data(case)
+    """The ways ``case`` runs, each giving steps/s: genlab (StepTimer), the hand-written loops, and the minimal loop
+    on genlab's matmul library where ``cpu_matmul=auto`` picks oneDNN (the per-step overhead alone)."""
+    device, (x, y) = torch.device(args.device), case_data(case)
     steps, per = max(5, round(case.steps * args.steps_scale)), case.optimizer_steps_per_batch
 
     def genlab(*extra: str, pad: int = 0) -> Callable[[int], float]:
@@ -51,14 +51,13 @@ def training_ways(case: Case, args: argparse.Namespace, workdir: Path) -> dict[s
         return lambda rep: loop_rate(kind, case.step(tuple(x.shape[1:]), device, compiled), x, y, case.batch_size,
                                      steps, case.warmup, device, get_method(run.CLOCKS[args.clock]))
 
-    ways = {"genlab": genlab("trainer.enable_progress_bar=true"),
-            "genlab_no_bar": genlab("trainer.enable_progress_bar=false"), "minimal": loop("minimal"),
-            "minimal_same_matmul": lambda rep: run.on_genlab_matmul(lambda: loop("minimal")(rep)),
-            "dataloader": loop("dataloader")}
-    if not case.bar_off:
-        del ways["genlab_no_bar"]
-    if device.type != "cpu" or run.genlab_cpu_matmul() == "blas":  # the same loop as "minimal"
-        del ways["minimal_same_matmul"]
+    ways = {"genlab": genlab("trainer.enable_progress_bar=true")}
+    if case.bar_off:
+        ways["genlab_no_bar"] = genlab("trainer.enable_progress_bar=false")
+    ways["minimal"] = loop("minimal")
+    if device.type == "cpu" and run.genlab_cpu_matmul() != "blas":  # else the same loop as "minimal"
+        ways["minimal_same_matmul"] = lambda rep: run.on_genlab_matmul(lambda: loop("minimal")(rep))
+    ways["dataloader"] = loop("dataloader")
     ways.update({f"genlab_S{s}": genlab(f"data.steps_per_block={s}", pad=s) for s in args.blocks})
     if args.compile:
         ways["compiled"] = loop("minimal", compiled=True)
@@ -87,38 +86,39 @@ def merge_reports(old: dict[str, object], new: dict[str, object]) -> dict[str, o
     return merged
 
 
+def count(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an int of at least ``low`` (and at most ``high``)."""
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < low or high is not None and int(text) > high:
+            raise argparse.ArgumentTypeError(f"expected an int in {low}..{high or ''}, got {text!r}")
+        return int(text)
+    return parse
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser("python -m experiments.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     arg = parser.add_argument
     arg("--only", default=",".join(ALL_CASES), help=f"comma-separated subset of {ALL_CASES}")
-    arg("--reps", type=int, default=5, help="rotating repetitions per training case and start-up (medians)")
-    arg("--threads", type=int, default=1, help="torch threads for every way alike (OMP_NUM_THREADS of genlab runs)")
+    arg("--reps", type=count(1), default=5, help="rotating repetitions per training case and start-up (medians)")
+    arg("--threads", type=count(1), default=1, help="torch threads for every way (OMP_NUM_THREADS of genlab runs)")
     arg("--steps-scale", type=float, default=1.0, help="multiply every training case's timed step count")
     arg("--clock", choices=("wall", "cpu"), default="wall", help="cpu: process CPU time, which load inflates least")
-    arg("--blocks", default="", help="also time genlab at these data.steps_per_block values, e.g. 1,4")
+    arg("--blocks", type=lambda text: [count(1)(t) for t in text.split(",")], default=[],
+        help="also time genlab at these data.steps_per_block values, e.g. 1,4")
     arg("--compile", action="store_true", help="also time the minimal loop with torch.compile'd nets")
-    arg("--nll-images", type=int, default=256, help="test images timed for the NLL (10000 = all)")
-    arg("--nll-threads", type=int, default=2, help="torch threads for the NLL (the target: 2 cores)")
-    arg("--nll-compare-images", type=int, default=256, help="test images scored at eval_precision=bf16 and 32; 0: skip")
-    arg("--nll-train-epochs", type=int, default=2, help="untimed epochs before the NLL (the bf16 error needs weights)")
-    arg("--pythae-reps", type=int, default=2, help="rotations of the pythae and genlab processes")
-    arg("--pythae-nll-k", type=int, default=1000, help="importance samples of the estimator that scores both")
+    arg("--nll-images", type=count(1, 10000), default=256, help="test images timed for the NLL (10000 = all)")
+    arg("--nll-threads", type=count(1), default=2, help="torch threads for the NLL (the target: 2 cores)")
+    arg("--nll-compare-images", type=count(0, 10000), default=256, help="images scored at bf16 and 32; 0: skip")
+    arg("--nll-train-epochs", type=count(0), default=2, help="untimed epochs before the NLL (bf16's error needs them)")
+    arg("--pythae-reps", type=count(1), default=2, help="rotations of the pythae and genlab processes")
+    arg("--pythae-nll-k", type=count(1), default=1000, help="importance samples of the estimator scoring both")
     arg("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: the loops, genlab (trainer=gpu) and the NLL")
     arg("--out", type=Path, default=run.REPO / "experiments" / "bench.json")
     args = parser.parse_args(argv)
     args.only = set(args.only.split(","))
-    try:
-        args.blocks = [int(s) for s in args.blocks.split(",")] if args.blocks else []
-    except ValueError:
-        parser.error(f"--blocks {args.blocks!r}: expected comma-separated ints, e.g. 1,4")
-    if (not args.only <= set(ALL_CASES) or min(args.reps, args.threads, args.nll_threads, args.pythae_reps,
-                                               args.pythae_nll_k, *args.blocks) < 1
-            or not 1 <= args.nll_images <= 10000 or not 0 <= args.nll_compare_images <= 10000
-            or args.nll_train_epochs < 0):
-        parser.error(f"--only takes {ALL_CASES}; --reps, --threads, --nll-threads, --pythae-reps, --pythae-nll-k, "
-                     "--blocks >= 1; --nll-images in 1..10000; --nll-compare-images in 0..10000; "
-                     "--nll-train-epochs >= 0")
+    if not args.only <= set(ALL_CASES):
+        parser.error(f"--only {','.join(sorted(args.only))}: expected a subset of {','.join(ALL_CASES)}")
     if args.device == "cuda" and {"pca", "pythae"} & args.only:
         parser.error("--device cuda times the training cases, nll and startup; pca and pythae run on the CPU only")
     return args
@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     from experiments.bench import measures, pythae
 
     args = parse(argv)
+    if args.only - {"toy_gan"}:  # every other case reads MNIST: say where it was looked for, before any timing
+        try:
+            load_mnist("none", "test")
+        except (DataFileError, FileNotFoundError) as err:
+            sys.exit(f"bench: MNIST is needed: {err} (e.g. GENLAB_DATA_DIR=/work/shared/data make bench)")
     torch.set_num_threads(args.threads)
     started, probe = time.perf_counter(), cpu_matmul.probe()
     report: dict[str, object] = {
@@ -139,11 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     fast_path_keys: list[str] = []
     with tempfile.TemporaryDirectory(prefix="genlab_bench_") as tmp:
         for case in (c for c in CASES if c.name in args.only):
-            print(f"{case.name}: steps/s after {case.warmup} untimed steps, batch {case.batch_size}", flush=True)
-            timed = training_report(case.name, run.alternate(training_ways(case, args, Path(tmp)), args.reps,
-                                                             case.name, show=lambda r: f"{r:.1f}"))
-            report.update(timed)
-            fast_path_keys += list(timed) if run.uses_fast_path(case.overrides) else []
+            rates = run.alternate(training_ways(case, args, Path(tmp)), args.reps, case.name, lambda r: f"{r:.1f}")
+            report.update(timed := training_report(case.name, rates))
+            fast = run.uses_fast_path(case.overrides)  # the --blocks ways name their own data.steps_per_block
+            fast_path_keys += [k for k in timed if (int(m[1]) > 1 if (m := re.search(r"_S(\d+)_", k)) else fast)]
         if "startup" in args.only:
             report.update(measures.bench_startup(args.reps, args.threads, Path(tmp)))
             fast_path_keys += ["startup_seconds"] if run.uses_fast_path(measures.STARTUP_JOB) else []
@@ -154,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if "nll" in args.only:
         report.update(run.on_genlab_matmul(lambda: measures.bench_nll(
             args.nll_images, args.nll_threads, torch.device(args.device), args.nll_compare_images,
-            args.nll_train_epochs)))
-        report["nll_threads"] = args.nll_threads
+            args.nll_train_epochs)), nll_threads=args.nll_threads)
         torch.set_num_threads(args.threads)
     if "pca" in args.only:
         report.update(measures.bench_pca(args.reps))

@@ -4,8 +4,6 @@ an index over in-memory tensors (``minimal``) or by ``DataLoader(TensorDataset)`
 from __future__ import annotations
 
 import functools
-import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -149,15 +147,10 @@ CASES = (
 
 
 def load_mnist(binarize: str, split: str = "train") -> tuple[Tensor, Tensor]:
-    """genlab's MNIST ``split`` from ``$GENLAB_DATA_DIR/mnist``; exits naming the variable when the files are absent."""
-    from genlab.data.idx import DataFileError
+    """genlab's MNIST ``split`` (x, y) from ``$GENLAB_DATA_DIR/mnist``, binarized as ``data.binarize`` says."""
     from genlab.data.mnist import MNISTDataModule
 
-    try:
-        return MNISTDataModule(binarize=binarize).split_tensors(split)
-    except (DataFileError, FileNotFoundError) as err:
-        sys.exit(f"bench: MNIST is needed (GENLAB_DATA_DIR={os.environ.get('GENLAB_DATA_DIR')!r}): {err}\n"
-                 "Set GENLAB_DATA_DIR to the folder holding mnist/, e.g. GENLAB_DATA_DIR=/work/shared/data make bench")
+    return MNISTDataModule(binarize=binarize).split_tensors(split)
 
 
 def case_data(case: Case) -> tuple[Tensor, Tensor]:

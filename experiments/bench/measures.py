@@ -61,12 +61,12 @@ def bench_startup(reps: int, threads: int, workdir: Path) -> dict[str, object]:
             "startup_job": " ".join(STARTUP_JOB), "startup_lean_job": " ".join([*STARTUP_JOB, *STARTUP_LEAN])}
 
 
-def nll(model: nn.Module, x: torch.Tensor, device: torch.device) -> tuple[float, torch.Tensor]:
-    """Seconds, and -log p(x) per image by the model's k-sample estimate at its eval_precision (noise seeded 0)."""
+def nll(model: nn.Module, x: torch.Tensor, device: torch.device, k: int | None = None) -> tuple[float, torch.Tensor]:
+    """Seconds, and -log p(x) per image by the model's k-sample estimate (default its eval_k; noise seeded 0)."""
     torch.manual_seed(0)
 
     def estimate() -> torch.Tensor:
-        out = -torch.cat([model.log_marginal_likelihood(b, k=model.eval_k) for b in x.to(device).split(BATCH)])
+        out = -torch.cat([model.log_marginal_likelihood(b, k=k or model.eval_k) for b in x.to(device).split(BATCH)])
         synchronize(device)
         return out
 

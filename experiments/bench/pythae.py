@@ -3,7 +3,6 @@ genlab's binarized MNIST): whole processes timed launch to exit, both trained ne
 
 from __future__ import annotations
 
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ from torch import nn
 
 from experiments.bench import run
 from experiments.bench.cases import load_mnist
-from experiments.bench.measures import BATCH, genlab_vae
+from experiments.bench.measures import BATCH, genlab_vae, nll
 
 # The CSV logger and the lean callbacks (no pictures): as a user runs this job beside pythae, which draws none.
 GENLAB_JOB = ["model=vae", "data=mnist", "data.binarize=static", "trainer.max_epochs=5", "test=false", "logger=csv",
@@ -23,7 +22,8 @@ EPOCHS, LATENT, HIDDEN = 5, 20, 400
 
 
 def pythae_vae() -> nn.Module:
-    """pythae's VAE with the job's 784-400-20 ReLU encoder and decoder (sigmoid output, BCE reconstruction)."""
+    """pythae's VAE with the job's 784-400-20 ReLU encoder and decoder (sigmoid output, BCE reconstruction), its
+    layers named as genlab's MLP names them."""
     from pythae.models import VAE, VAEConfig
     from pythae.models.base.base_utils import ModelOutput
     from pythae.models.nn import BaseDecoder, BaseEncoder
@@ -31,19 +31,19 @@ def pythae_vae() -> nn.Module:
     class Encoder(BaseEncoder):
         def __init__(self) -> None:
             super().__init__()
-            self.net = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * LATENT))
+            self.layers = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * LATENT))
 
         def forward(self, x: torch.Tensor) -> ModelOutput:
-            mean, log_var = self.net(x.flatten(1)).chunk(2, dim=-1)
+            mean, log_var = self.layers(x.flatten(1)).chunk(2, dim=-1)
             return ModelOutput(embedding=mean, log_covariance=log_var)
 
     class Decoder(BaseDecoder):
         def __init__(self) -> None:
             super().__init__()
-            self.net = nn.Sequential(nn.Linear(LATENT, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 784))
+            self.layers = nn.Sequential(nn.Linear(LATENT, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 784))
 
         def forward(self, z: torch.Tensor) -> ModelOutput:
-            return ModelOutput(reconstruction=torch.sigmoid(self.net(z)).view(-1, 1, 28, 28))
+            return ModelOutput(reconstruction=torch.sigmoid(self.layers(z)).view(-1, 1, 28, 28))
 
     return VAE(VAEConfig(input_dim=(1, 28, 28), latent_dim=LATENT, reconstruction_loss="bce"), Encoder(), Decoder())
 
@@ -66,25 +66,11 @@ def train_pythae(out: Path) -> None:
 
 
 def load_pythae_into_genlab(weights: Path) -> nn.Module:
-    """pythae's trained encoder and decoder in genlab's VAE: the Linear layers in order, weights and biases copied."""
-    saved = torch.load(weights, weights_only=True)
-    model = genlab_vae()
+    """pythae's trained encoder and decoder in genlab's VAE (the same layer names and shapes, loaded strictly)."""
+    saved, model = torch.load(weights, weights_only=True), genlab_vae()
     for name in ("encoder", "decoder"):
-        ours = [m for m in getattr(model, name).modules() if isinstance(m, nn.Linear)]
-        theirs = [(saved[name][f"net.{i}.weight"], saved[name][f"net.{i}.bias"]) for i in (0, 2)]
-        if [m.weight.shape for m in ours] != [w.shape for w, _ in theirs]:
-            raise RuntimeError(f"bench: genlab's {name} layers {[m.weight.shape for m in ours]} are not pythae's")
-        with torch.no_grad():
-            for layer, (w, b) in zip(ours, theirs, strict=True):
-                layer.weight.copy_(w)
-                layer.bias.copy_(b)
+        getattr(model, name).load_state_dict(saved[name])
     return model
-
-
-def mean_nll(model: nn.Module, x: torch.Tensor, k: int) -> float:
-    """Mean -log p(x) in nats over ``x`` by genlab's importance-weighted estimator (k samples, seed 0)."""
-    torch.manual_seed(0)
-    return -torch.cat([model.log_marginal_likelihood(b, k=k) for b in x.split(BATCH)]).mean().item()
 
 
 def bench_vs_pythae(workdir: Path, reps: int, threads: int, nll_k: int, nll_threads: int) -> dict[str, object]:
@@ -116,18 +102,18 @@ def bench_vs_pythae(workdir: Path, reps: int, threads: int, nll_k: int, nll_thre
     genlab = genlab_vae()
     genlab.load_state_dict(torch.load(workdir / f"genlab_{last}" / "checkpoints" / "last.ckpt", map_location="cpu",
                                       weights_only=False)["state_dict"])
-    pythae_nll = mean_nll(load_pythae_into_genlab(workdir / f"pythae_{last}" / "pythae_vae.pt"), x, nll_k)
-
-    def ratio(clock: dict[str, list[float]], name: str) -> float:
-        return statistics.median(p / g for p, g in zip(clock["pythae"], clock[name], strict=True))
-
-    return {"vae_vs_pythae": ratio(wall, "genlab"), "vae_vs_pythae_cpu": ratio(cpu, "genlab"),
-            "vae_vs_pythae_default": ratio(wall, "genlab_default"), "vae_vs_pythae_blas": ratio(wall, "genlab_blas"),
+    theirs = load_pythae_into_genlab(workdir / f"pythae_{last}" / "pythae_vae.pt")
+    test_nll = {name: nll(model, x, torch.device("cpu"), nll_k)[1].mean().item()
+                for name, model in (("pythae", theirs), ("genlab", genlab))}
+    return {"vae_vs_pythae": run.paired_ratio(wall["pythae"], wall["genlab"]),  # pythae's seconds over genlab's
+            "vae_vs_pythae_cpu": run.paired_ratio(cpu["pythae"], cpu["genlab"]),
+            "vae_vs_pythae_default": run.paired_ratio(wall["pythae"], wall["genlab_default"]),
+            "vae_vs_pythae_blas": run.paired_ratio(wall["pythae"], wall["genlab_blas"]),
             "pythae_genlab_command": "python -m genlab " + " ".join(GENLAB_JOB),
             "pythae_wall_seconds": wall["pythae"], "genlab_wall_seconds": wall["genlab"],
             "genlab_default_wall_seconds": wall["genlab_default"], "genlab_blas_wall_seconds": wall["genlab_blas"],
             "pythae_cpu_seconds": cpu["pythae"], "genlab_cpu_seconds": cpu["genlab"], "pythae_threads": threads,
-            "pythae_test_nll": pythae_nll, "genlab_test_nll": mean_nll(genlab, x, nll_k), "pythae_nll_k": nll_k,
+            "pythae_test_nll": test_nll["pythae"], "genlab_test_nll": test_nll["genlab"], "pythae_nll_k": nll_k,
             "pythae_nll_images": len(x)}
 
 
