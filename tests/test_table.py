@@ -63,15 +63,23 @@ def test_my_table_runs_continues_to_the_longer_budget_resumes_and_renders(tmp_pa
     assert "continued_from" not in fresh
     assert fresh["metrics"] == pytest.approx(long["metrics"], abs=1e-6) and fresh["curve"] == long["curve"]
 
-    # Interrupted after the runs, before recording: the same command records the finished run without training.
+    # Interrupted: one run killed after its last checkpoint, one after its metrics.json, neither recorded. The same
+    # command resumes the first from its last.ckpt and records the second without training it again.
     lines = path.with_suffix(".jsonl").read_text().splitlines()
-    path.with_suffix(".jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    path.with_suffix(".jsonl").write_text("\n".join(lines[:-2]) + "\n")
+    killed, finished = (json.loads(line) for line in lines[-2:])
+    (Path(killed["folder"]) / "metrics.json").unlink()
+    stamp = (Path(finished["folder"]) / "metrics.json").stat().st_mtime_ns
     capsys.readouterr()
     assert main(["status", str(path), "--budget", "long", "--out", str(out)]) == 0
-    assert "ae, 8-d codes | long | seed 1: finished, not recorded" in capsys.readouterr().out
-    stamp = (Path(json.loads(lines[-1])["folder"]) / "metrics.json").stat().st_mtime_ns
+    status = capsys.readouterr().out
+    assert f"| long | seed {killed['seed']}: resumable" in status and f"seed {finished['seed']}: finished, not" in status
     assert main(["run", str(path), "--budget", "long", "--out", str(out), "--allow-dirty"]) == 0
-    assert len(records(path)) == 8 and (Path(json.loads(lines[-1])["folder"]) / "metrics.json").stat().st_mtime_ns == stamp
+    again = {(r["row"], r["seed"]): r for r in records(path) if r["budget"] == "long"}
+    assert len(again) == 4 and (Path(finished["folder"]) / "metrics.json").stat().st_mtime_ns == stamp
+    # Its folder holds checkpoints, so genlab accepted it only as a resume (ckpt_path=last); at its last epoch already,
+    # it was tested again, not validated.
+    assert again[killed["row"], killed["seed"]]["metrics"]["test/recon"] == pytest.approx(killed["metrics"]["test/recon"])
 
     results = path.with_suffix(".md")
     results.write_text("# Results\n\nkept above\n")
