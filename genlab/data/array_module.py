@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset, default_collate
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, TensorDataset, default_collate
 
 from genlab.checks import ConfigError, check_arg
 from genlab.data.binarize import BINARIZE_MODES, bernoulli_transform, binarize_once
@@ -31,6 +32,19 @@ def _binarizing_collate(batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Ten
     # Module-level so DataLoader workers can pickle it; draws from the worker's seeded global RNG.
     x, y = default_collate(batch)
     return torch.bernoulli(x), y
+
+
+class RankShard(Sampler[int]):
+    """Indices rank, rank + W, rank + 2W, ... < n: each of W ranks evaluates its own samples, each sample once."""
+
+    def __init__(self, n: int, rank: int, world_size: int) -> None:
+        self.indices = range(rank, n, world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class ArrayDataModule(L.LightningDataModule, ABC):
@@ -168,16 +182,16 @@ class ArrayDataModule(L.LightningDataModule, ABC):
         x, y = self.split_tensors(split)
         train = split == "train"
         dynamic = train and self.binarize == "dynamic"
-        if not self.in_memory:
-            return DataLoader(
-                TensorDataset(x, y),
-                batch_size=self.batch_size,
-                shuffle=train,
-                num_workers=self.num_workers,
-                collate_fn=_binarizing_collate if dynamic else None,
-                generator=torch.Generator().manual_seed(derive_seed(Stream.PERMUTATION, self.seed)) if train else None,
-            )
         trainer = self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if not train and len(x) < world_size:
+            raise ConfigError(
+                f"the {split} split of {self.name} has {len(x)} samples, fewer than the {world_size} processes "
+                f"(trainer.devices x trainer.num_nodes); each process needs one to evaluate: use fewer processes"
+                + (" or a larger data.val_size" if split == "val" else "")
+            )
+        if not self.in_memory:
+            return self._dataloader(x, y, train, dynamic, rank, world_size)
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         steps_per_block = self.steps_per_block if train else 1
         return InMemoryLoader(
@@ -186,12 +200,33 @@ class ArrayDataModule(L.LightningDataModule, ABC):
             shuffle=train,
             seed=self.seed,
             transform=bernoulli_transform if dynamic else None,
-            rank=trainer.global_rank if trainer is not None else 0,
-            world_size=trainer.world_size if trainer is not None else 1,
+            rank=rank,
+            world_size=world_size,
             # A loader rebuilt mid-fit (reload_dataloaders_every_n_epochs) must not restart the epoch sequence.
             epoch=trainer.current_epoch if trainer is not None and train else 0,
             steps_per_block=steps_per_block,
             max_batches=self._block_batch_limit(trainer) if steps_per_block > 1 else None,
+            pad=train,  # evaluation counts every sample once (training keeps the ranks in step)
+        )
+
+    def _dataloader(self, x: Tensor, y: Tensor, train: bool, dynamic: bool, rank: int, world_size: int) -> DataLoader:
+        """A torch DataLoader (``in_memory=false``), sharded by rank under several processes like the in-memory loader:
+        the training split through a seeded ``DistributedSampler`` (padded, so the ranks step together; Lightning
+        calls its ``set_epoch``), the evaluation splits through :class:`RankShard` (each sample once)."""
+        dataset = TensorDataset(x, y)
+        seed = derive_seed(Stream.PERMUTATION, self.seed)
+        sampler: Sampler[int] | None = None
+        if world_size > 1:
+            sampler = (DistributedSampler(dataset, world_size, rank, shuffle=True, seed=seed) if train
+                       else RankShard(len(dataset), rank, world_size))
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=_binarizing_collate if dynamic else None,
+            generator=torch.Generator().manual_seed(seed) if train and sampler is None else None,
         )
 
     def _block_batch_limit(self, trainer: L.Trainer | None) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import secrets
 import shutil
 import urllib.request
 from collections.abc import Sequence
@@ -20,7 +21,9 @@ class DownloadError(ConnectionError, FileNotFoundError):
 def download_file(urls: Sequence[str], dest: Path, timeout: float = 30.0) -> str:
     """Save the first of ``urls`` that answers to ``dest`` and return that URL; raise DownloadError if none does."""
     errors = []
-    partial = dest.with_name(dest.name + ".part")
+    # Unique to this process: DDP ranks on several nodes may fetch into one shared folder at once; each writes
+    # its own file and the atomic rename leaves one whole copy.
+    partial = dest.with_name(f"{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
     for url in urls:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:

@@ -15,6 +15,7 @@ class Stream(IntEnum):
     BINARIZE = 3
     SPLIT = 4
     SYNTHESIZE = 5
+    RANK = 6  # the training streams of a DDP rank other than zero (genlab.checkpoints.seed_rank_streams)
 
 
 def derive_seed(*keys: int) -> int:

@@ -21,6 +21,16 @@ from genlab.data.seeding import Stream, derive_seed
 BatchTransform = Callable[[Tensor, torch.Generator], Tensor]
 
 
+def transform_seed(seed: int, epoch: int, batch: int, rank: int = 0) -> int:
+    """The seed of the transform draws (e.g. dynamic binarization) of one batch: a pure function of its keys.
+
+    Rank 0 keeps the one-process key (seed, epoch, batch); rank r > 0 adds r, so that the ranks of a DDP run draw
+    independent bits for their different samples instead of reusing rank 0's uniforms.
+    """
+    keys = (seed, epoch, batch) if rank == 0 else (seed, epoch, batch, rank)
+    return derive_seed(Stream.TRANSFORM, *keys)
+
+
 class Block(tuple):
     """A loader item holding several minibatches: a tuple of tensors, each (s, B, ...) for s minibatches of size B.
 
@@ -52,6 +62,12 @@ class InMemoryLoader:
     batch in a block of its own. ``max_batches`` caps the batches of an epoch (``trainer.limit_train_batches``
     counted in batches rather than items). The position saved in checkpoints counts batches, so it does not
     depend on the grouping, but a resume inside an epoch needs the same S (items are counted by Lightning).
+
+    Several processes (``world_size`` > 1): rank r serves positions r, r + W, r + 2W, ... of the epoch's order, so
+    the ranks' batch j together are the one-process batch j of W x ``batch_size`` samples. ``pad=True`` (training)
+    gives every rank ceil(N / W) samples by wrapping around, as ``DistributedSampler`` does, so that all ranks take
+    the same number of optimizer steps; ``pad=False`` (evaluation) gives each sample to exactly one rank, so an
+    average over the ranks' batches counts every sample once (ranks then differ by at most one sample).
     """
 
     def __init__(
@@ -67,6 +83,7 @@ class InMemoryLoader:
         epoch: int = 0,
         steps_per_block: int = 1,
         max_batches: int | None = None,
+        pad: bool = True,
     ) -> None:
         if not tensors:
             raise ValueError("InMemoryLoader needs at least one tensor")
@@ -101,8 +118,11 @@ class InMemoryLoader:
         self.world_size = int(world_size)
         self.device = devices.pop()
         self.num_samples = sizes.pop()
-        # Like DistributedSampler: every rank gets ceil(N / world_size) indices, padding by wrapping around.
-        self.samples_per_rank = math.ceil(self.num_samples / self.world_size)
+        self.pad = bool(pad)
+        if self.pad:  # like DistributedSampler: every rank gets ceil(N / world_size) indices, wrapping around
+            self.samples_per_rank = math.ceil(self.num_samples / self.world_size)
+        else:  # positions rank, rank + W, ... < N: every sample once over all ranks
+            self.samples_per_rank = len(range(self.rank, self.num_samples, self.world_size))
         self.steps_per_block = steps_per_block
         self.max_batches = max_batches
         self._epoch = int(epoch)
@@ -141,6 +161,8 @@ class InMemoryLoader:
             order = torch.randperm(self.num_samples, generator=generator)
         else:
             order = torch.arange(self.num_samples)
+        if not self.pad:
+            return order[self.rank :: self.world_size]
         total = self.samples_per_rank * self.world_size
         if total > self.num_samples:
             order = order.repeat(math.ceil(total / self.num_samples))[:total]
@@ -170,7 +192,7 @@ class InMemoryLoader:
                 parts = out[0].split(self.batch_size)
                 for batch, part in enumerate(parts, start=first):
                     # Seeded per batch, so a resumed epoch (or another grouping) draws the same values.
-                    generator.manual_seed(derive_seed(Stream.TRANSFORM, self.seed, epoch, batch))
+                    generator.manual_seed(transform_seed(self.seed, epoch, batch, self.rank))
                     part.copy_(self.transform(part, generator))
             # Counted before the yield: while the consumer holds this item, its batches have been served.
             self._served = end

@@ -87,7 +87,9 @@ def make_wandb_logger(
     positive("logger.wandb.init_timeout", init_timeout)
     if os.environ.get("WANDB_MODE") in MODES[1:]:
         mode = os.environ["WANDB_MODE"]  # the user's environment wins over the config default
-    online = mode == "online" or (mode == "auto" and wandb_logged_in())
+    # Only global rank zero starts a run (start_logger); the other ranks of a DDP run skip the login lookup and
+    # the network probe, which would cost each compute node up to 10 s where it has no network.
+    online = rank_zero_only.rank == 0 and (mode == "online" or (mode == "auto" and wandb_logged_in()))
     if wandb.run is not None:
         # Left over from an earlier job of this process (a sweep job that failed before finishing its run):
         # without this, Lightning would log the new job into the old run.
