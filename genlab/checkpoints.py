@@ -9,6 +9,10 @@ loader its saved position back only when it resumes inside an epoch: from a chec
 (the ``last.ckpt`` of a finished run) the rebuilt loader would start over at epoch 0, and under
 ``limit_train_batches`` < 1 the saved position is inside an epoch Lightning has finished. :class:`LoaderEpoch`
 tells the loader the trainer's epoch at every epoch start, which is right in both cases.
+
+Several processes (DDP): Lightning seeds every rank alike, so :class:`ResumableRNG` moves each rank r > 0 to
+streams of its own (:func:`seed_rank_streams`), and its checkpoints hold every rank's states, each restored on its
+own rank.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 
 from genlab.checks import ConfigError, positive_int
+from genlab.data.seeding import Stream, derive_seed
 
 
 class CheckpointError(ConfigError):
@@ -59,28 +64,71 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
 
 
-class ResumableRNG(L.Callback):
-    """Saves the global RNG states with every checkpoint and restores them when training resumes from one.
+def seed_rank_streams(rank: int, step: int = 0) -> None:
+    """Re-seed the global torch (CPU and every CUDA device), NumPy and Python RNGs from (run seed, ``rank``, ``step``).
 
-    The states are captured when the checkpoint is written (after the optimizer step of its batch) and put
-    back in ``on_train_start``: after Lightning has restored the model, optimizers, loops and loader position,
-    and after anything that runs between the restore and the first training batch, so the resumed run draws
-    the same numbers for the next batch as the uninterrupted run did.
+    The run seed is ``torch.initial_seed()``, which Lightning set alike on every rank. Rank r > 0 thus draws its own
+    reparameterization noise, GAN latents and DataLoader binarization bits instead of rank 0's (which would make
+    the ranks' noise identical, and the effective batch of a GAN's generator that of one rank). Rank 0 is not
+    called, so a one-process run keeps its streams; evaluation and picture noise come from their own seeded
+    generators and stay the same on every rank.
+    """
+    seed = derive_seed(Stream.RANK, torch.initial_seed(), rank, step)
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def gather_rng_states(trainer: L.Trainer) -> list[dict[str, Any]]:
+    """Every rank's :func:`rng_states`, in rank order (a collective: all ranks call it); this rank's alone outside DDP."""
+    if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        ranks: list[Any] = [None] * trainer.world_size
+        torch.distributed.all_gather_object(ranks, rng_states())
+        return ranks
+    return [rng_states()]
+
+
+class ResumableRNG(L.Callback):
+    """Per-rank RNG streams under DDP, and the global RNG states in every checkpoint, restored when training resumes.
+
+    At setup (after Lightning seeded every rank alike) rank r > 0 moves to streams of its own
+    (:func:`seed_rank_streams`). The states are captured when a checkpoint is written (after the optimizer step of
+    its batch), every rank's under DDP, and put back in ``on_train_start``: after Lightning has restored the model,
+    optimizers, loops and loader position, and after anything that runs between the restore and the first
+    training batch, so the resumed run draws the same numbers for the next batch as the uninterrupted run did, on
+    every rank. A checkpoint of another process count gives each rank rank 0's states, moved to the rank's own
+    streams again (the run continues, but not exactly as it would have).
     """
 
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.global_rank > 0:
+            seed_rank_streams(trainer.global_rank)
+
     def state_dict(self) -> dict[str, Any]:
         return {"rng": rng_states()}
 
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # After state_dict(), within the same save: every rank's states ("rng" stays rank 0's, as before).
+        if trainer.world_size > 1:
+            checkpoint["callbacks"][self.state_key]["ranks"] = gather_rng_states(trainer)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = state_dict.get("rng")
+        self._pending = dict(state_dict)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._pending is not None:
-            set_rng_states(self._pending)
-            self._pending = None
+        if self._pending is None or self._pending.get("rng") is None:
+            return
+        ranks, rank = self._pending.get("ranks"), trainer.global_rank
+        if ranks is not None and len(ranks) == trainer.world_size:
+            set_rng_states(ranks[rank])
+        else:
+            set_rng_states(self._pending["rng"])
+            if rank > 0:
+                seed_rank_streams(rank, trainer.global_step)
+        self._pending = None
 
 
 class LoaderEpoch(L.Callback):

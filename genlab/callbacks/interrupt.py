@@ -7,8 +7,11 @@ signals stop at the next batch end (or at the end of the validation epoch they a
 ``python -m genlab`` reports in one line with exit code 128 + the signal number (130 for SIGINT, 143 for
 SIGTERM). A second Ctrl+C while the batch finishes aborts at once, as Python does by default.
 
-Single-process training only: under DDP every rank would have to see the signal at the same batch, which
-Lightning's own SIGTERM handling (``trainer.received_sigterm``) takes care of.
+Under DDP the ranks agree before they stop: at each of those points every rank all-reduces the signal it has seen
+(the largest signal number, 0 for none), so all ranks stop at the same batch end and save the one checkpoint
+together, whichever rank (or node) the signal reached first. A rank that stopped alone would wait in the
+checkpoint's barrier while the others wait in the next batch's gradient all-reduce (a hang, or mismatched
+collectives). The handlers replace Lightning's SIGTERM notifier, which does this for SIGTERM from rank 0 alone.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 
 from genlab.checkpoints import LastCheckpoint
@@ -120,12 +124,23 @@ class InterruptCheckpoint(L.Callback):
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._restore()
 
+    def agreed_signal(self, trainer: L.Trainer) -> int | None:
+        """The signal to stop for: this process's, or under DDP the largest any rank received (all ranks call this)."""
+        if trainer.world_size == 1:
+            return self.received
+        seen = torch.tensor(self.received or 0, device=trainer.strategy.root_device)
+        agreed = int(trainer.strategy.reduce(seen, reduce_op="max"))
+        return agreed or None
+
     def _stop_if_signalled(self, trainer: L.Trainer) -> None:
-        if self.received is None:
+        signum = self.agreed_signal(trainer)
+        if signum is None:
             return
+        self.received = signum
         name = signal.Signals(self.received).name
         # Atomically, like every last.ckpt: a second signal (or a kill) while writing keeps the previous one.
         LastCheckpoint(self.dirpath, filename=self.filename).save(trainer)
+        trainer.strategy.barrier("interrupt")  # rank zero has renamed the file into place before any rank reports it
         self._restore()
         run_dir = self.dirpath.parent
         raise Interrupted(
