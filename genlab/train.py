@@ -27,6 +27,7 @@ from genlab.checkpoints import LoaderEpoch, ResumableRNG
 from genlab.checks import ConfigError
 from genlab.config import instantiate_checked, validate_config
 from genlab.data.idx import DataFileError
+from genlab.ddp import build_trainer
 from genlab.loggers.wandb_run import publish_summary, sync_hints
 from genlab.models.base import NonFiniteError
 from genlab.run_folder import check_run_folder, register_run_id_resolver
@@ -115,7 +116,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     callbacks += [ResumableRNG(), LoaderEpoch()]  # RNG states in checkpoints, the loader's epoch: exact resume
     loggers = instantiate_group(cfg, "logger")
-    trainer: L.Trainer = instantiate_checked(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    # DDP: a parameter-free model runs in one process; a local sweep of DDP jobs, or plain ddp where some
+    # parameters get no gradient, is refused (genlab/ddp.py)
+    trainer = build_trainer(cfg.trainer, model, choice("model") or type(model).__name__, callbacks, loggers, multirun)
     # The training rows come every log_every_n_steps minibatches; Lightning counts loader items, blocks of
     # data.steps_per_block minibatches, so it gets the interval in items (else it takes an epoch of enough
     # minibatches in fewer blocks for one too short to log).

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,11 @@ class GAN(GenerativeModule):
         self.headline: str | None = None
         self.classifier_accuracy: float | None = None
 
+    @property
+    def ddp_unused_parameters(self) -> str | None:
+        """Why plain DDP (``find_unused_parameters=False``) cannot train this model; None when it can."""
+        return "the generator's steps leave the discriminator's parameters without gradients, and the other way round"
+
     # -- generation ---------------------------------------------------------------------------------
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """z ~ N(0, I) of shape (n, latent_dim) on the module's device."""
@@ -272,33 +278,52 @@ class GAN(GenerativeModule):
         return min(h, w) >= 4 and int(getattr(dm, "num_classes", 0) or 0) > 1
 
     def _feature_classifier(self, dm: Any) -> FeatureClassifier:
-        """Load ``feature_classifier_path`` if it exists, else train on the training split and save it there."""
+        """Load ``feature_classifier_path`` if it exists, else train on the training split and save it there.
+
+        Under DDP rank zero decides whether the file exists, and alone trains and saves it; the other ranks wait for
+        the file and load it, so that every rank scores with the very same classifier (GPU kernels need not train
+        bit-identical nets on every rank) and none reads a file half written.
+        """
         default = Path(self.trainer.default_root_dir) / "feature_classifier.pt"
         path = Path(self.feature_classifier_path) if self.feature_classifier_path else default
-        if path.is_file():
-            classifier, acc = load_classifier(path)
-            if classifier.in_shape != self.data_shape or classifier.num_classes != dm.num_classes:
-                raise ConfigError(
-                    f"feature_classifier_path={str(path)!r} holds a classifier for shape {classifier.in_shape} "
-                    f"with {classifier.num_classes} classes; this data is {self.data_shape} with {dm.num_classes}"
-                )
-            log.info("feature classifier: loaded %s (held-out accuracy %.4f)", path, acc)
-        else:
-            x, y = dm.train_tensors()
-            device = self.trainer.strategy.root_device
-            classifier, acc = train_classifier(
-                x.to(device),
-                y.to(device),
-                dm.num_classes,
-                steps=self.feature_classifier_steps,
-                max_samples=self.feature_classifier_max_samples,
-                seed=0,
-            )
+        strategy, distributed = self.trainer.strategy, self.trainer.world_size > 1
+        exists = strategy.broadcast(path.is_file()) if distributed else path.is_file()
+        if not exists:
+            classifier, acc = None, 0.0
             if self.trainer.is_global_zero:
-                save_classifier(classifier, path, acc)
-            log.info("feature classifier: trained, held-out accuracy %.4f, saved to %s", acc, path)
+                classifier, acc = self._train_feature_classifier(dm, path)
+            if distributed:
+                strategy.barrier("feature classifier")
+            if classifier is not None and not distributed:
+                self.classifier_accuracy = acc
+                return classifier
+        classifier, acc = load_classifier(path)
+        if classifier.in_shape != self.data_shape or classifier.num_classes != dm.num_classes:
+            raise ConfigError(
+                f"feature_classifier_path={str(path)!r} holds a classifier for shape {classifier.in_shape} "
+                f"with {classifier.num_classes} classes; this data is {self.data_shape} with {dm.num_classes}"
+            )
+        log.info("feature classifier: loaded %s (held-out accuracy %.4f)", path, acc)
         self.classifier_accuracy = acc
         return classifier
+
+    def _train_feature_classifier(self, dm: Any, path: Path) -> tuple[FeatureClassifier, float]:
+        """Train the classifier on the training split (seed 0) and save it to ``path`` through a renamed temporary."""
+        x, y = dm.train_tensors()
+        device = self.trainer.strategy.root_device
+        classifier, acc = train_classifier(
+            x.to(device),
+            y.to(device),
+            dm.num_classes,
+            steps=self.feature_classifier_steps,
+            max_samples=self.feature_classifier_max_samples,
+            seed=0,
+        )
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_classifier(classifier, tmp, acc)
+        os.replace(tmp, path)  # whole or absent: another process (or a resumed run) never loads a partial file
+        log.info("feature classifier: trained, held-out accuracy %.4f, saved to %s", acc, path)
+        return classifier, acc
 
     def _real_images(self, stage: str) -> Tensor:
         dm = self.trainer.datamodule

@@ -38,6 +38,11 @@ from genlab.models.vae import VAE
 EVAL_ON = ("test", "all")
 
 
+def distributed() -> bool:
+    """Whether this process is one of several in an initialised torch.distributed group (a DDP run)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+
+
 def after_pretraining(epoch: int, start: int, factor: float, schedule: Callable[[int], float]) -> float:
     """1 for epoch < start (autoencoder pretraining), then factor * schedule(epoch - start)."""
     return 1.0 if epoch < start else factor * schedule(epoch - start)
@@ -121,25 +126,49 @@ class VaDE(VAE):
         """The cluster of each example: argmax_c gamma_c, (B,)."""
         return self.responsibilities(x).argmax(-1)
 
-    def fit_prior(self, latent_means: Tensor, seed: int, raw_log_vars: Tensor | None = None) -> GaussianMixture:
+    def fit_prior(self, latent_means: Tensor, seed: int, raw_log_vars: Tensor | None = None) -> GaussianMixture | None:
         """Initialise (pi, mu_c, s_c^2) from a diagonal GaussianMixture fitted to latent means (N, J).
 
         The mixture is the best of ``gmm_n_init`` EM restarts by log-likelihood. With ``raw_log_vars`` (the
         encoder's unshifted log-variances on the same data) and ``posterior_var_init`` set, ``log_var_shift``
         makes the data-average log q-variance of dim j equal log(posterior_var_init * min_c s_cj^2).
+
+        Under DDP rank zero alone fits and broadcasts the prior to the other ranks (which return None): DDP
+        broadcasts parameters only when it wraps the model, so replicas fitted apart could start out of step.
         """
-        gmm = GaussianMixture(self.n_clusters, covariance_type="diag", n_init=self.gmm_n_init, random_state=seed).fit(
-            latent_means.detach().double().cpu().numpy()
-        )
+        gmm = None
+        if not distributed() or torch.distributed.get_rank() == 0:
+            gmm = GaussianMixture(self.n_clusters, covariance_type="diag", n_init=self.gmm_n_init,
+                                  random_state=seed).fit(latent_means.detach().double().cpu().numpy())
+            with torch.no_grad():
+                self.mixture_logits.copy_(torch.as_tensor(np.log(gmm.weights_)))
+                self.cluster_means.copy_(torch.as_tensor(gmm.means_))
+                self.cluster_log_vars.copy_(torch.as_tensor(np.log(gmm.covariances_)))
+                if raw_log_vars is not None and self.posterior_var_init is not None:
+                    target = math.log(self.posterior_var_init) + self.cluster_log_vars.min(0).values
+                    self.log_var_shift.copy_(target - raw_log_vars.to(target).mean(0))
+        if distributed():
+            self.broadcast_prior()
         with torch.no_grad():
-            self.mixture_logits.copy_(torch.as_tensor(np.log(gmm.weights_)))
-            self.cluster_means.copy_(torch.as_tensor(gmm.means_))
-            self.cluster_log_vars.copy_(torch.as_tensor(np.log(gmm.covariances_)))
-            if raw_log_vars is not None and self.posterior_var_init is not None:
-                target = math.log(self.posterior_var_init) + self.cluster_log_vars.min(0).values
-                self.log_var_shift.copy_(target - raw_log_vars.to(target).mean(0))
             self.prior_fitted.fill_(True)
         return gmm
+
+    def broadcast_prior(self) -> None:
+        """Copy rank zero's (pi, mu_c, s_c^2) and ``log_var_shift`` to every rank (a collective: all ranks call it)."""
+        tensors = (self.mixture_logits, self.cluster_means, self.cluster_log_vars, self.log_var_shift)
+        payload = [[t.detach().cpu() for t in tensors]]
+        torch.distributed.broadcast_object_list(payload, src=0)
+        with torch.no_grad():
+            for tensor, value in zip(tensors, payload[0], strict=True):
+                tensor.copy_(value)
+
+    @property
+    def ddp_unused_parameters(self) -> str | None:
+        """Why plain DDP (``find_unused_parameters=False``) cannot train this model; None when it can."""
+        if self.pretrain_epochs:
+            return (f"the mixture prior's parameters get no gradient while pretraining (model.pretrain_epochs="
+                    f"{self.pretrain_epochs})")
+        return None
 
     def training_latent_means(self, batch_size: int = 1024) -> tuple[Tensor, Tensor]:
         """E_q[z|x] and the encoder's raw (unshifted) log-variance over the training set, each (N, J).
@@ -245,18 +274,28 @@ class VaDE(VAE):
             self.log_dict({f"test/all_{k}": v for k, v in self.all_split_scores().items()})
 
     def all_split_scores(self, batch_size: int = 1024) -> dict[str, Tensor]:
-        """``acc``/``nmi``/``ari`` of argmax_c gamma_c over every image of the train, val and test splits together."""
+        """``acc``/``nmi``/``ari`` of argmax_c gamma_c over every image of the train, val and test splits together.
+
+        Under DDP rank r scores the images r, r + W, r + 2W, ... of the three splits in a row, and the metric
+        gathers the ranks' (cluster, label) pairs: every image counts once, as in one process.
+        """
         datamodule = self.trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "split_tensors"):
             raise ConfigError(
                 f"eval_on='all' needs a datamodule with split_tensors() (the array datamodules); got {datamodule!r}"
             )
+        rank, world_size = self.trainer.global_rank, self.trainer.world_size
         scores = ClusteringScores().to(self.device)
+        offset = 0  # the position of the split's first image in the three splits in a row
         with torch.no_grad():
             for split in ("train", "val", "test"):
                 x, y = datamodule.split_tensors(split)
+                start = (rank - offset) % world_size
+                offset += len(x)
+                x, y = x[start::world_size], y[start::world_size]
                 for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
-                    scores.update(self.cluster(xb.to(self.device)), yb)
+                    # labels on the model's device too: the metric's gather (NCCL on GPUs) moves no CPU tensors
+                    scores.update(self.cluster(xb.to(self.device)), yb.to(self.device))
         return scores.compute()
 
     # -- generation ---------------------------------------------------------------------------
