@@ -400,3 +400,23 @@ def test_a_download_leaves_another_processes_partial_file_alone(tmp_path: Path) 
     assert dest.read_bytes() == b"whole file"
     assert other.read_bytes() == b"another rank's download in progress"
     assert sorted(p.name for p in dest.parent.iterdir()) == ["file.gz", "file.gz.part"]
+
+
+def test_build_trainer_under_an_external_launcher(tmp_path: Path, monkeypatch) -> None:
+    from genlab.checks import ConfigError
+    from genlab.ddp import build_trainer
+    from genlab.models.pca import PCA
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        trainer_cfg = compose("config", overrides=[*DDP, "logger=none", "callbacks=none",
+                                             f"paths.output_dir={tmp_path}"]).trainer
+    pca = PCA((4,), latent_dim=2)
+    assert build_trainer(trainer_cfg, pca, "pca", [], [], sweep=False).world_size == 1  # Lightning would spawn: no
+    # srun has started two tasks: this one cannot become a single process, and a sweep is fine (each task walks it).
+    for key, value in {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1", "SLURM_PROCID": "0",
+                       "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "genlab-test"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match="model=pca has no trained parameters .* not 2"):
+        build_trainer(trainer_cfg, pca, "pca", [], [], sweep=False)
+    ae = torch.nn.Linear(2, 2)
+    assert build_trainer(trainer_cfg, ae, "ae", [], [], sweep=True).world_size == 2
