@@ -46,9 +46,12 @@ def test_default_autoencoder_reconstructs_the_digit_and_separates_the_classes(tm
     untrained = quality(model, datamodule)  # the negative control: the same measures before any training
     model.load_state_dict(checkpoint["state_dict"])
     trained = quality(model, datamodule)
-    # Measured with seed 0: recon_class 0.891, latent_knn 0.886 (the old default, 220 steps at lr 1e-3: 0.716 and
-    # 0.713); the classifier names 0.98 of the real test images right.
+    # Measured on an AMD EPYC. Seed 0: recon_class 0.883, latent_knn 0.891, val/loss 2.13. 60 epochs of float32
+    # training end where rounding takes them, so the bounds hold for seeds 0-4 too, whose runs differ far more than
+    # another CPU's rounding makes them: 0.819-0.886, 0.811-0.903, val/loss 1.96-2.29. The old default (220 steps
+    # at lr 1e-3) gave 0.716, 0.713 and 2.64; the untrained net 0.07-0.09 and 0.20-0.30. The classifier names
+    # 0.98-0.997 of the real test images right.
     assert trained["pixels_on_inputs"] > 0.95
-    assert trained["recon_class"] > 0.85 and trained["latent_knn"] > 0.85, trained
+    assert trained["recon_class"] > 0.78 and trained["latent_knn"] > 0.78, trained
     assert untrained["recon_class"] < 0.5 and untrained["latent_knn"] < 0.7, untrained
-    assert read_metrics(run_dir)["val/loss"] < 2.2  # summed squared error per 8x8 image; the old default ended at 2.64
+    assert read_metrics(run_dir)["val/loss"] < 2.45  # summed squared error per 8x8 image
