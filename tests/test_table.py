@@ -12,12 +12,10 @@ from hydra import compose, initialize_config_dir
 
 from genlab.compare.groups import Stat
 from genlab.config import product  # noqa: F401 - registers ${mul:...}, as `python -m genlab` does at start
-from genlab.table import TableError, load_table
-from genlab.table import runner as table_runner
+from genlab.table import TableError, load_table, table_names
+from genlab.table import __main__ as table_runner
 from genlab.table.__main__ import main
 from genlab.table.render import render, section
-from genlab.table.runner import read_records
-from genlab.table.spec import table_names
 
 # The README's example ("Reproduce a table, or add your model to one"): a table of one's own on the digits, two rows,
 # two seeds, two budgets, the longer continuing the shorter.
@@ -110,7 +108,7 @@ def test_a_run_from_uncommitted_code_is_recorded_only_when_allowed_and_says_so(t
     assert "not recorded" in capsys.readouterr().out
     monkeypatch.setattr(table_runner, "git_commit", lambda: ("0123456789", True))
     with pytest.raises(TableError, match="uncommitted changes .* --allow-dirty"):
-        table_runner.run(table, [job], 1, allow_dirty=False, dry_run=False, hydra=())
+        table_runner.run(table, [job], 1, allow_dirty=False, dry_run=False)
     assert table_runner.record(table, job, allow_dirty=True)["provenance"]["dirty"] is True
     render(table)
     assert "commit 0123456789 with uncommitted changes (seeds 0)" in table.results.read_text()
@@ -133,10 +131,10 @@ def test_a_bad_table_file_names_its_key(tmp_path: Path, change: dict, message: s
 def test_a_bad_choice_on_the_command_line_is_one_line_naming_the_choices(tmp_path, capsys) -> None:
     path = str(write_table(tmp_path, MINE))
     assert main(["status", path, "--budget", "full"]) == 2
-    assert capsys.readouterr().err.strip() == "genlab.table: error: --budget 'full': not a budget of mine; budgets: " \
-        "short, long"
+    assert capsys.readouterr().err.strip() == "genlab.table: error: --budget 'full': not in table mine; choices: " \
+        "'short', 'long'"
     assert main(["run", path, "--rows", "vae", "--dry-run"]) == 2
-    assert "rows: ['ae', 'ae, 8-d codes']" in capsys.readouterr().err
+    assert "--rows 'vae': not in table mine; choices: 'ae', 'ae, 8-d codes'" in capsys.readouterr().err
 
 
 def test_verdict_compares_within_two_standard_errors() -> None:
@@ -180,5 +178,5 @@ def test_the_committed_results_are_what_the_records_give() -> None:
     committed = results.read_text()
     for table in map(load_table, table_names()):
         block = committed.split(f"<!-- table:{table.name} -->\n")[1].split(f"\n<!-- /table:{table.name} -->")[0]
-        assert block == section(table, read_records(table), results), f"rerun: python -m genlab.table render {table.name}"
+        assert block == section(table, table.recorded(), results), f"rerun: python -m genlab.table render {table.name}"
 

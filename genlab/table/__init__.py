@@ -1,5 +1,150 @@
-"""``python -m genlab.table``: a paper's table as a config (``conf/table/<name>.yaml``), run, recorded, rendered."""
+"""A paper's table as a config: a table file (``conf/table/<name>.yaml`` or any path), its schema checked by
+OmegaConf, and its runs' overrides; ``python -m genlab.table`` runs, records and renders it."""
 
-from genlab.table.spec import Table, TableError, load_table
+from __future__ import annotations
 
-__all__ = ["Table", "TableError", "load_table"]
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from omegaconf import II, MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+REPO = Path(__file__).resolve().parents[2]
+TABLES = REPO / "conf" / "table"
+LENGTH_KEYS = ("trainer.max_epochs", "trainer.max_time")  # all a budget may change in the run it continues
+Better = Enum("Better", "higher lower")
+X = Enum("X", "step epoch")
+
+
+class TableError(ValueError):
+    """A table file or a command-line choice that cannot be used; the message names the key."""
+
+
+@dataclass
+class Column:
+    metric: str = MISSING  # a metrics.json key, e.g. val/modes
+    better: Better = MISSING
+    label: str = II(".metric")  # default: the metric
+    digits: int = 2
+    scale: float = 1.0  # 100 for a percentage
+
+
+@dataclass
+class Budget:
+    share: str = MISSING  # which part of the paper's protocol this is, in words
+    overrides: list[str] = field(default_factory=list)
+    rows: dict[str, list[str]] = field(default_factory=dict)  # what some rows add at this budget
+    seeds: list[int] = II("...seeds")  # default: the table's
+    continues: str | None = None  # a shorter budget whose recorded runs train on to this one's length
+
+
+@dataclass
+class Table:
+    title: str = MISSING
+    rows: dict[str, list[str]] = MISSING  # label -> overrides
+    budgets: dict[str, Budget] = MISSING
+    seeds: list[int] = MISSING
+    columns: list[Column] = MISSING
+    base: list[str] = field(default_factory=list)  # overrides of every run
+    source: str = ""  # of the published numbers
+    published: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # label -> {metric: [mean, SE or null]}
+    curves: list[str] = field(default_factory=list)  # metrics drawn against x from the runs' logs
+    x: X = X.step
+    late_change: list[str] = field(default_factory=list)  # curves whose change over the second half is shown
+    show_seeds: bool = False  # a line per seed under each row
+    protocol: str = ""
+    reading: str = ""
+    name: str = ""
+    path: Path = Path()
+
+    @property
+    def records(self) -> Path:
+        """experiments/tables/NAME.jsonl for conf/table/NAME.yaml; beside any other table file."""
+        shipped = self.path.parent == TABLES
+        return REPO / f"experiments/tables/{self.name}.jsonl" if shipped else self.path.with_suffix(".jsonl")
+
+    @property
+    def results(self) -> Path:
+        """experiments/RESULTS.md for conf/table/NAME.yaml; beside any other table file."""
+        return REPO / "experiments/RESULTS.md" if self.path.parent == TABLES else self.path.with_suffix(".md")
+
+    def recorded(self) -> list[dict[str, Any]]:
+        """The records, one dict per recorded run."""
+        lines = self.records.read_text().splitlines() if self.records.is_file() else []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def column(self, metric: str) -> Column:
+        """The column of ``metric``, or one with the defaults for a metric that is only drawn."""
+        return next((c for c in self.columns if c.metric == metric), Column(metric, label=metric))
+
+    def overrides(self, row: str, budget: str) -> list[str]:
+        """What a run of ``row`` at ``budget`` sets (the seed apart)."""
+        b = self.budgets[budget]
+        return [*self.base, *self.rows[row], *b.overrides, *b.rows.get(row, [])]
+
+    def args(self, row: str, budget: str, seed: int, extra: Sequence[str] = ()) -> list[str]:
+        """The ``python -m genlab`` arguments of a run."""
+        return [*self.overrides(row, budget), *extra, f"seed={seed}"]
+
+
+def total(rec: dict[str, Any], what: str) -> float:
+    """Wall or CPU seconds of a recorded run with those of the run it continued."""
+    return (rec["provenance"].get(what) or 0.0) + (rec.get("continued_from") or {}).get(what, 0.0)
+
+
+def table_names() -> list[str]:
+    """The tables of conf/table/."""
+    return sorted(p.stem for p in TABLES.glob("*.yaml"))
+
+
+def load_table(name: str) -> Table:
+    """The table ``name`` of conf/table/, or the table file at the path ``name``, checked."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) or "/" in name else TABLES / f"{name}.yaml"
+    if not path.is_file():
+        raise TableError(f"table {name!r}: no file {path}; the tables of conf/table/: {', '.join(table_names())}")
+    try:  # ${ escaped: the interpolations of overrides (${model.pack}) are genlab's to resolve, in each run
+        text = json.dumps(OmegaConf.to_container(OmegaConf.load(path))).replace("${", "\\\\${")
+        node = OmegaConf.merge(Table, json.loads(text), {"name": path.stem, "path": path.resolve()})
+        table = OmegaConf.to_object(node)
+    except OmegaConfBaseException as err:
+        raise TableError(f"{path}: {err.full_key}: {str(err.msg).splitlines()[0]}") from None
+    check(table)
+    return table
+
+
+def check(t: Table) -> None:
+    """What the schema's types cannot say: overrides, published numbers, curves, which budget continues which."""
+
+    def need(ok: Any, key: str, expected: str, got: Any) -> None:
+        if not ok:
+            raise TableError(f"{t.path.name}: {key}: expected {expected}, got {got!r}")
+
+    lists = {"base": t.base, **{f"rows.{r}": o for r, o in t.rows.items()}}
+    for name, b in t.budgets.items():
+        lists[f"budgets.{name}.overrides"] = b.overrides
+        lists |= {f"budgets.{name}.rows.{r}": o for r, o in b.rows.items()}
+        need(set(b.rows) <= set(t.rows), f"budgets.{name}.rows", f"rows among {list(t.rows)}", list(b.rows))
+        need(b.continues in (None, *t.budgets) and b.continues != name, f"budgets.{name}.continues",
+             f"another of {list(t.budgets)}", b.continues)
+        for row in t.rows if b.continues else ():
+            mine, theirs = ({key_of(o): o for o in t.overrides(row, x)} for x in (name, b.continues))
+            differ = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k) and k not in LENGTH_KEYS)
+            need(not differ, f"budgets.{name}.continues (row {row})",
+                 f"budgets that differ in {', '.join(LENGTH_KEYS)} only", differ)
+    for key, overrides in lists.items():
+        bad = [o for o in overrides if "=" not in o or o.startswith("hydra") or key_of(o) in ("seed", "ckpt_path")]
+        need(not bad, key, "KEY=VALUE overrides other than seed, ckpt_path, hydra.* (the runner's)", bad)
+    for label, entry in t.published.items():
+        numbers = all(isinstance(x, (int, float, type(None))) for v in entry.values() for x in v)
+        need(numbers and all(m in [c.metric for c in t.columns] and len(v) == 2 for m, v in entry.items()),
+             f"published.{label}", "{COLUMN METRIC: [mean, standard error or null]}", entry)
+    need(set(t.late_change) <= set(t.curves), "late_change", f"metrics among curves {t.curves}", t.late_change)
+
+
+def key_of(override: str) -> str:
+    """The key an override sets: ``trainer.max_epochs`` of ``+trainer.max_epochs=2``."""
+    return override.split("=", 1)[0].lstrip("+~")

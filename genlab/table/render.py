@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,38 +11,34 @@ from typing import Any
 from genlab.compare.curves import late_change, mean_curve, plot_panels
 from genlab.compare.groups import Stat
 from genlab.compare.table import format_markdown, write_section
-from genlab.table.runner import read_records, total
-from genlab.table.spec import Better, Column, Table, X
+from genlab.table import Better, Table, X, total
 
 Records = Sequence[dict[str, Any]]
+VERDICT = "*within 2 SE* when |measured − published| ≤ 2 √(SE² + SE_published²), else *better* or *worse*"
 
 
-def value(rec: dict[str, Any], column: Column) -> float | None:
-    raw = rec["metrics"].get(column.metric)
-    return None if raw is None else raw * column.scale
+def grouped(table: Table, records: Records) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The records by (budget, row) in the table's order, each group by seed; groups without records left out."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {(b, r): [] for b in table.budgets for r in table.rows}
+    for rec in sorted(records, key=lambda r: r["seed"]):
+        if (rec["budget"], rec["row"]) in groups:  # rows and budgets no longer in the table are left out
+            groups[rec["budget"], rec["row"]].append(rec)
+    return {key: recs for key, recs in groups.items() if recs}
 
 
 def pm(mean: float, se: float | None, digits: int) -> str:
+    """A published ``mean ± se``, or the mean alone."""
     return f"{mean:.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
-
-
-def label(table: Table, metric: str) -> str:
-    column = table.column(metric)
-    return (column.label if column else None) or metric
 
 
 def late_cell(table: Table, recs: Records) -> str:
     """Mean over the runs of each late_change curve's last value minus its value near half the run, and where."""
-    cells, halves = [], []
-    for metric in table.late_change:
-        changes = [late_change(r["curve"].get(metric, [])) for r in recs]
-        if None in changes:
-            return "–"
-        column = table.column(metric)
-        scale, digits = (column.scale, column.digits) if column else (1.0, 2)
-        cells.append(f"{scale * sum(c[0] for c in changes) / len(changes):+.{digits}f}")
-        halves.append(round(sum(c[1] for c in changes) / len(changes)))
-    return f"{' / '.join(cells)} since {halves[0]:,}"
+    changes = [[late_change(r["curve"].get(m, [])) for r in recs] for m in table.late_change]
+    if any(None in c for c in changes):
+        return "–"
+    cells = [f"{column.scale * sum(d for d, _ in c) / len(c):+.{column.digits}f}"
+             for column, c in zip(map(table.column, table.late_change), changes)]
+    return f"{' / '.join(cells)} since {round(sum(half for _, half in changes[0]) / len(recs)):,}"
 
 
 def cost(table: Table, recs: Records) -> str:
@@ -52,53 +49,42 @@ def cost(table: Table, recs: Records) -> str:
     if table.x == X.step and steps:
         parts[0] += f", {'/'.join(f'{s:,}' for s in steps)} steps"
     walls = [total(r, "wall_s") for r in recs if r["provenance"].get("wall_s") is not None]
-    if walls:
-        parts.append(f"{sum(walls) / len(walls) / 60:.1f} min/run ({sum(walls) / 3600:.2f} h in all)")
+    parts += [f"{sum(walls) / len(walls) / 60:.1f} min/run ({sum(walls) / 3600:.2f} h in all)"] if walls else []
     threads = sorted({str(p["threads"]) for p in prov if p.get("threads")})
-    if threads:
-        parts.append(f"{'/'.join(threads)} thread{'s' * (threads != ['1'])}/run")
+    parts += [f"{'/'.join(threads)} thread{'s' * (threads != ['1'])}/run"] if threads else []
     loads = [v for p in prov for v in (p.get("load") or {}).values()]
-    if loads:
-        parts.append(f"load average {min(loads):.1f}-{max(loads):.1f}")
+    parts += [f"load average {min(loads):.1f}-{max(loads):.1f}"] if loads else []
     parts += dict.fromkeys(p[k] for k in ("machine", "note") for p in prov if p.get(k))
     dirty = ", ".join(str(r["seed"]) for r in recs if r["provenance"].get("dirty"))
     commits = ", ".join(c for c in dict.fromkeys(p.get("commit") for p in prov) if c) or "not recorded"
     parts.append(f"commit {commits}" + (f" with uncommitted changes (seeds {dirty})" if dirty else ""))
     earlier = "/".join(sorted({r["continued_from"]["budget"] for r in recs if r.get("continued_from")}))
-    if earlier:
-        parts.append(f"continues the {earlier} runs (cost of both)")
-    return "; ".join(parts)
+    return "; ".join(parts + ([f"continues the {earlier} runs (cost of both)"] if earlier else []))
 
 
 def rows(table: Table, records: Records) -> tuple[list[str], list[list[str]]]:
     """The Markdown table: per (budget, row) mean ± SE over seeds, the published numbers and the verdict."""
     pub, late = bool(table.published), bool(table.late_change)
-    head = ["row", "budget", *(c.label or c.metric for c in table.columns)]
-    if pub:
-        head += [f"published ({table.source})" if table.source else "published", "verdict"]
-    if late:
-        head.append(f"late change ({' / '.join(label(table, m) for m in table.late_change)})")
+    head = ["row", "budget", *(c.label for c in table.columns)]
+    head += [f"published ({table.source})" if table.source else "published", "verdict"] * pub
+    head += [f"late change ({' / '.join(table.column(m).label for m in table.late_change)})"] * late
     head += ["seeds", "cost", "command (first seed)"]
     out = []
-    for budget in table.budgets:
-        for row in table.rows:
-            recs = sorted((r for r in records if (r["row"], r["budget"]) == (row, budget)), key=lambda r: r["seed"])
-            if not recs:
-                continue
-            stats = [Stat.of([value(r, c) for r in recs]) for c in table.columns]
-            cells = [f"**{s.cell(c.digits)}**" for s, c in zip(stats, table.columns)]
+    for (budget, row), recs in grouped(table, records).items():
+        seed_lines = [(f"{row}, seed {r['seed']}", [r]) for r in recs if table.show_seeds and len(recs) > 1]
+        for label, runs in [(row, recs), *seed_lines]:  # the mean in bold, then a line per seed if asked
+            mean = runs is recs
+            stats = [(Stat.of([r["metrics"].get(c.metric, math.nan) * c.scale for r in runs]), c,
+                      table.published.get(row, {}).get(c.metric)) for c in table.columns]
+            cells = [f"**{s.cell(c.digits)}**" if mean else s.cell(c.digits) for s, c, _ in stats]
             if pub:
-                mine = [(s, c, table.published.get(row, {}).get(c.metric)) for s, c in zip(stats, table.columns)]
-                cells += [" / ".join(pm(*p, c.digits) for _, c, p in mine if p) or "–",
-                          " / ".join(s.verdict(*p, c.better == Better.higher) for s, c, p in mine if p) or "–"]
+                cells += [" / ".join(pm(*p, c.digits) for _, c, p in stats if p) or "–",
+                          " / ".join(s.verdict(*p, c.better == Better.higher) for s, c, p in stats if p) or "–"] \
+                    if mean else ["", ""]
             if late:
-                cells.append(late_cell(table, recs))
-            seeds = ", ".join(str(r["seed"]) for r in recs)
-            out.append([row, budget, *cells, seeds, cost(table, recs), f"`{recs[0]['command']}`"])
-            for r in recs if table.show_seeds and len(recs) > 1 else []:
-                values = [Stat.of([value(r, c)]).cell(c.digits) for c in table.columns]
-                out.append([f"{row}, seed {r['seed']}", budget, *values, *[""] * (2 * pub + late), str(r["seed"]),
-                            cost(table, [r]), f"`{r['command']}`"])
+                cells.append(late_cell(table, recs) if mean else "")
+            seeds = ", ".join(str(r["seed"]) for r in runs)
+            out.append([label, budget, *cells, seeds, cost(table, runs), f"`{runs[0]['command']}`"])
     for name, entry in table.published.items():  # published lines of their own: references, other papers
         if name not in table.rows:
             cells = [pm(*entry[c.metric], c.digits) if c.metric in entry else "–" for c in table.columns]
@@ -109,15 +95,13 @@ def rows(table: Table, records: Records) -> tuple[list[str], list[list[str]]]:
 def draw(table: Table, records: Records, path: Path) -> None:
     """One panel per curve metric, one line per (row, budget): the mean over seeds with a ±1 std band."""
     panels = []
-    for metric in table.curves:
-        scale = table.column(metric).scale if table.column(metric) else 1.0
+    for column in map(table.column, table.curves):
         curves = []
-        for budget in table.budgets:
-            for row in table.rows:
-                points = [[(x, v * scale) for x, v in r["curve"][metric]] for r in records
-                          if (r["row"], r["budget"]) == (row, budget) and r["curve"].get(metric)]
-                curves += [mean_curve(f"{row} ({budget})", points)] if points else []
-        panels += [(label(table, metric), curves)] if curves else []
+        for (budget, row), recs in grouped(table, records).items():
+            points = [[(x, v * column.scale) for x, v in r["curve"][column.metric]] for r in recs
+                      if r["curve"].get(column.metric)]
+            curves += [mean_curve(f"{row} ({budget})", points)] if points else []
+        panels += [(column.label, curves)] if curves else []
     if panels:
         path.parent.mkdir(parents=True, exist_ok=True)
         plot_panels(path, panels, x_label=table.x.name, title=table.title)
@@ -126,11 +110,11 @@ def draw(table: Table, records: Records, path: Path) -> None:
 def section(table: Table, records: Records, results: Path) -> str:
     """The table's section of ``results``: title, protocol, table, budgets, curves, reading, where the rows are."""
     done = {r["budget"] for r in records}
+    budgets = "; ".join(f"`{name}`: {b.share}" + " (not run yet)" * (name not in done)
+                        for name, b in table.budgets.items())
+    verdict = f"; verdict per metric: {VERDICT}." if table.published else "."
     text = [f"### {table.title}", "", table.protocol, "", format_markdown(*rows(table, records)),
-            "Budgets: " + "; ".join(f"`{name}`: {b.share}" + " (not run yet)" * (name not in done)
-                                    for name, b in table.budgets.items()) + ".",
-            "Each cell: the mean ± standard error over the seeds" + ("; verdict per metric: *within 2 SE* when "
-            "|measured − published| ≤ 2 √(SE² + SE_published²), else *better* or *worse*." if table.published else ".")]
+            f"Budgets: {budgets}.", f"Each cell: the mean ± standard error over the seeds{verdict}"]
     if any(r["curve"].get(m) for r in records for m in table.curves):
         text += ["", f"![{table.name} curves](curves/{table.name}.png)"]
     if table.reading:
@@ -143,7 +127,7 @@ def section(table: Table, records: Records, results: Path) -> str:
 def render(table: Table, results: Path | None = None) -> Path:
     """Rewrite the table's section of ``results`` (default: the table's results file) and its curves PNG."""
     results = results or table.results
-    records = read_records(table)
+    records = table.recorded()
     draw(table, records, results.parent / "curves" / f"{table.name}.png")
     write_section(results, f"table:{table.name}", section(table, records, results))
     return results
