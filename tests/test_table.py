@@ -137,6 +137,19 @@ def test_a_bad_choice_on_the_command_line_is_one_line_naming_the_choices(tmp_pat
     assert "--rows 'vae': not in table mine; choices: 'ae', 'ae, 8-d codes'" in capsys.readouterr().err
 
 
+def test_overrides_after_the_options_go_to_every_run(tmp_path, capsys) -> None:
+    # As the README runs a table on a GPU: argparse alone fills the overrides only when they come right after TABLE.
+    path = str(write_table(tmp_path, MINE))
+    argv = ["run", path, "--budget", "long", "--seeds", "1", "--out", str(tmp_path / "runs"), "--dry-run"]
+    assert main([*argv, "trainer.max_epochs=3", "hydra/launcher=joblib"]) == 0
+    out = capsys.readouterr().out
+    commands = [line.split(" hydra.run.dir=")[0] for line in out.splitlines() if line.startswith("python -m genlab ")]
+    assert [c.endswith(" trainer.max_epochs=2 trainer.max_epochs=3 seed=1") for c in commands] == [True, True]
+    assert "hydra/launcher" not in out  # the multirun's, not a run's
+    with pytest.raises(SystemExit):
+        main(["status", path, "trainer.max_epochs=3"])
+
+
 def test_verdict_compares_within_two_standard_errors() -> None:
     # |6.0 - 6.3| = 0.3 <= 2 hypot(0.3, 0.5): within; 8 modes against 6.3 ± 0.5 better; a lower KL is better.
     assert Stat.of([5.7, 6.0, 6.3]).verdict(6.3, 0.5, True) == "within 2 SE"

@@ -168,7 +168,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     runner.add_argument("--allow-dirty", action="store_true", help="run and record from uncommitted code")
     runner.add_argument("overrides", nargs="*", help="for every run, e.g. trainer=gpu (hydra.*, hydra/launcher=slurm: "
                         "for the multirun)")
-    return parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)  # argparse leaves the overrides that follow an option in rest
+    if rest and (args.command != "run" or any(r.startswith("-") for r in rest)):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.overrides = [*getattr(args, "overrides", []), *rest]
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
