@@ -10,7 +10,8 @@ import lightning as L
 import pytest
 import torch
 from batch_recorder import BatchRecorder
-from handshake import children, handshake_overrides, start_cli, wait_until_ready
+from conftest import read_metrics
+from handshake import children, handshake_overrides, release, start_cli, wait_until_ready
 from resume_checks import assert_same_run, csv_rows, final_state
 
 from genlab.checkpoints import (
@@ -48,28 +49,26 @@ def test_killed_and_finished_runs_resume_to_the_uninterrupted_result(tmp_path):
     (Before LoaderEpoch, the continued loader served epoch 0's order again: the VAE's val/loss 29.28732 instead
     of 29.30327; every model here then failed the weight comparison.)
     """
-    sweep = tmp_path / "sweep"
-    model = "${hydra:runtime.choices.model}"
-    killed = {m: sweep / f"{m}_killed" for m in GROUP_OF}
-    hold = {m: tmp_path / f"handshake_{m}" for m in GROUP_OF}
+    # One sweep per model runs, in sweep/<model>/<job>: a 1-epoch run (job 0), the uninterrupted 2-epoch
+    # reference (1) and the run to kill (2). Every job has a handshake at the first batch after the first step
+    # checkpoint (every 3 steps, inside epoch 0); jobs 0 and 1 find their go file and run through, job 2 waits
+    # there and the sweep is SIGKILLed: no cleanup runs.
+    sweep, hold = tmp_path / "sweep", tmp_path / "hold"
+    finished, reference, killed = ({m: sweep / m / job for m in GROUP_OF} for job in ("0", "1", "2"))
     with children() as procs:
-        # Each killed run waits at the start of the first batch after its first step checkpoint (every 3 steps),
-        # inside epoch 0, and is SIGKILLed there: no cleanup runs.
         for m in GROUP_OF:
-            procs[m] = start_cli(f"model={m}", *GROUPS[GROUP_OF[m]][1], *COMMON, "trainer.max_epochs=2",
-                                 *handshake_overrides(hold[m], at_step=3), f"hydra.run.dir={killed[m]}",
-                                 log=tmp_path / f"{m}_killed.log")
-        # Meanwhile one sweep per data set runs the 1-epoch runs and the uninterrupted 2-epoch references.
-        for group, (models, overrides) in GROUPS.items():
-            procs[group] = start_cli("-m", f"model={','.join(models)}", *overrides, *COMMON, "trainer.max_epochs=1,2",
-                                     f"hydra.sweep.dir={sweep}", f"hydra.sweep.subdir={model}_${{trainer.max_epochs}}",
-                                     log=tmp_path / f"{group}_1_2.log")
-        held_at = wait_until_ready(hold, [procs[m] for m in GROUP_OF])
-        for m in GROUP_OF:
-            procs[m].proc.send_signal(signal.SIGKILL)
-        for key, child in procs.items():
+            for job in ("0", "1"):
+                (hold / m / job).mkdir(parents=True)
+                release(hold / m / job)
+            procs[m] = start_cli("-m", f"model={m}", *GROUPS[GROUP_OF[m]][1], *COMMON, "trainer.max_epochs=1,2,2",
+                                 *handshake_overrides(hold / m / "${hydra:job.num}", at_step=3),
+                                 f"hydra.sweep.dir={sweep / m}", log=tmp_path / f"{m}.log")
+        held_at = wait_until_ready({m: hold / m / "2" for m in GROUP_OF}, procs.values())
+        for child in procs.values():
+            child.proc.send_signal(signal.SIGKILL)
+        for m, child in procs.items():
             output = child.finish()
-            assert child.proc.returncode == (-signal.SIGKILL if key in GROUP_OF else 0), (key, output[-3000:])
+            assert child.proc.returncode == -signal.SIGKILL, (m, output[-3000:])
     for m in GROUP_OF:
         state = load_genlab_checkpoint(killed[m] / "checkpoints" / "last.ckpt")
         loader = state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
@@ -78,23 +77,26 @@ def test_killed_and_finished_runs_resume_to_the_uninterrupted_result(tmp_path):
         assert state["global_step"] == held_at[m] and state["epoch"] == 0 and 0 < batches < MIN_BATCHES_PER_EPOCH
         assert (loader["epoch"], loader["batches_served"]) == (0, batches)
         assert not (killed[m] / "metrics.json").exists()
+        assert read_metrics(finished[m])["model"] == read_metrics(reference[m])["model"] == m  # the others ended
 
-    # The same overrides + ckpt_path=last resume the killed runs and continue the 1-epoch runs (tags name which).
+    # The same overrides + ckpt_path=last, one sweep per data set, continue the 1-epoch runs and resume the killed
+    # runs in their folders (tags name the job folder).
     with children() as procs:
         for group, (models, overrides) in GROUPS.items():
             procs[group] = start_cli("-m", f"model={','.join(models)}", *overrides, *COMMON, "trainer.max_epochs=2",
-                                     "ckpt_path=last", "tags=[killed],[1]", f"hydra.sweep.dir={sweep}",
-                                     f"hydra.sweep.subdir={model}_${{tags.0}}", log=tmp_path / f"{group}_resume.log")
+                                     "ckpt_path=last", "tags=[0],[2]", f"hydra.sweep.dir={sweep}",
+                                     "hydra.sweep.subdir=${hydra:runtime.choices.model}/${tags.0}",
+                                     log=tmp_path / f"{group}_resume.log")
         for group, child in procs.items():
             output = child.finish()
             assert child.proc.returncode == 0, (group, output[-3000:])
     for m in GROUP_OF:
-        assert_same_run(killed[m], sweep / f"{m}_2", m, 2 * MIN_BATCHES_PER_EPOCH, epoch=1, stopped_in_epoch=0)
-        assert_same_run(sweep / f"{m}_1", sweep / f"{m}_2", m, 2 * MIN_BATCHES_PER_EPOCH, epoch=1)
+        assert_same_run(killed[m], reference[m], m, 2 * MIN_BATCHES_PER_EPOCH, epoch=1, stopped_in_epoch=0)
+        assert_same_run(finished[m], reference[m], m, 2 * MIN_BATCHES_PER_EPOCH, epoch=1)
     # The scheduler ran through the resume: two epochs of halving.
     vae = final_state(killed["vae"])
     assert vae["lr_schedulers"] and vae["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-3 / 4)
-    rows = csv_rows(sweep / "vae_1")
+    rows = csv_rows(finished["vae"])
     assert {float(row["epoch"]) for row in rows if row["val/loss"]} == {0.0, 1.0}  # the premise: both epochs' rows
 
 
