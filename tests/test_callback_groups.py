@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from conftest import TINY, read_metrics, run_cli
-from test_cli import scored_batch, squared_error
+from test_cli import scored_batches, squared_error
 
 
 def pictures(run_dir: Path) -> set[str]:
@@ -38,8 +38,8 @@ def test_callbacks_none_and_lean_train_test_and_report(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     none, lean, default = (sweep / str(i) for i in range(3))
     # the AE's summed squared error after 3 steps: below that of a zero output, far above 1 % of it
-    zeros = {key: squared_error(scored_batch("digits", split)[0], 0.0)
-             for split, key in (("val", "val/loss"), ("test", "test/recon"))}
+    batches = scored_batches("digits")[0]
+    zeros = {key: squared_error(batches[split], 0.0) for split, key in (("val", "val/loss"), ("test", "test/recon"))}
     for run_dir in (none, lean, default):
         metrics = read_metrics(run_dir)
         for key, bound in zeros.items():

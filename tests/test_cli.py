@@ -19,15 +19,15 @@ def run_dirs(sweep_dir: Path) -> list[Path]:
     return sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
 
 
-def scored_batch(data: str, split: str, data_root: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first batch of ``split``, flattened (what a run with ``limit_{val,test}_batches=1`` scores), and the
-    training split's mean."""
+def scored_batches(data: str, data_root: Path | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The first val and test batches, flattened (what a run with ``limit_{val,test}_batches=1`` scores), by split,
+    and the training split's mean."""
     overrides = [f"data={data}"] + ([f"paths.data_dir={data_root}"] if data_root else [])
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     datamodule = instantiate(cfg.data)
-    batch = datamodule.split_tensors(split)[0][: cfg.data.batch_size].flatten(1)
-    return batch, datamodule.split_tensors("train")[0].flatten(1).mean(0)
+    batches = {s: datamodule.split_tensors(s)[0][: cfg.data.batch_size].flatten(1) for s in ("val", "test")}
+    return batches, datamodule.split_tensors("train")[0].flatten(1).mean(0)
 
 
 def squared_error(x: torch.Tensor, reconstruction: torch.Tensor | float) -> float:
@@ -61,8 +61,9 @@ def test_every_dataset_in_one_multirun(model, tmp_path, data_root):
         # move the AE's output from ~0 towards the data: below the error of zeros, but nowhere near 1 % of it
         # (measured on an AMD EPYC; the tightest, tiny MNIST: 60.8 against 63.9). A sum over the batch, or an
         # image's mean over pixels (64 or 784 times smaller), lands outside; NaN and inf fail every comparison.
+        batches, train_mean = scored_batches(data, data_root)
         for split, key in (("val", "val/loss"), ("test", "test/recon")):
-            x, train_mean = scored_batch(data, split, data_root)
+            x = batches[split]
             if model == "pca":
                 low, high = 0.0, squared_error(x, train_mean)
             else:

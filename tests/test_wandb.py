@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY, read_metrics, run_cli
-from test_cli import scored_batch, squared_error
+from test_cli import scored_batches, squared_error
 
 import genlab.loggers.wandb_run as wandb_run
 
@@ -56,7 +56,7 @@ def test_unreachable_server_falls_back_offline_and_training_completes(sweep):
     sweep, proc, url = sweep
     assert proc.stderr.count(f"{url} is unreachable; logging offline instead") == 2  # once per job
     assert "wandb sync" in proc.stderr
-    x, _ = scored_batch("digits", "val")
+    x = scored_batches("digits")[0]["val"]
     for job in ("0", "1"):
         offline_run(sweep / job)
         # the AE's summed squared error after 3 steps: below that of a zero output, far above 1 % of it
