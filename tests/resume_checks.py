@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -25,20 +26,20 @@ def csv_rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
-def without_epoch_means(rows: list[dict[str, str]], epoch: int | None) -> list[dict[str, str]]:
-    """The rows without the training epoch-end row of ``epoch`` (its ``*_epoch`` means); None: all rows."""
+def without_epoch_means(rows: list[dict[str, str]], epochs: Collection[int]) -> list[dict[str, str]]:
+    """The rows without the training epoch-end rows (their ``*_epoch`` means) of ``epochs``."""
     def epoch_end_row(row: dict[str, str]) -> bool:
-        return row["epoch"] == str(epoch) and any(v for k, v in row.items() if k.endswith("_epoch"))
+        return int(row["epoch"]) in epochs and any(v for k, v in row.items() if k.endswith("_epoch"))
 
-    return rows if epoch is None else [row for row in rows if not epoch_end_row(row)]
+    return [row for row in rows if not epoch_end_row(row)]
 
 
 def assert_same_run(resumed_dir: Path, uninterrupted_dir: Path, model: str, min_steps: int,
-                    epoch: int | None = None, stopped_in_epoch: int | None = None) -> None:
+                    epoch: int | None = None, stopped_in: Collection[int] = ()) -> None:
     """Both runs end with the same weights, optimizer and scheduler states, step, metrics.json and CSV rows.
 
-    ``stopped_in_epoch``: the epoch the run was stopped inside. Its training epoch-end row (the ``*_epoch`` means)
-    is left out of the CSV comparison: Lightning 2.6 does not checkpoint a running epoch's metric sums, so after
+    ``stopped_in``: the epochs the run was stopped inside. Their training epoch-end rows (the ``*_epoch`` means)
+    are left out of the CSV comparison: Lightning 2.6 does not checkpoint a running epoch's metric sums, so after
     the resume they average only the batches trained after it (none, and no row, when the stop came after its
     last batch). The last epoch must run entirely after the resume.
     """
@@ -57,5 +58,5 @@ def assert_same_run(resumed_dir: Path, uninterrupted_dir: Path, model: str, min_
                 assert torch.equal(torch.as_tensor(opt_r["state"][pid][key]), torch.as_tensor(value)), (model, key)
     assert resumed["lr_schedulers"] == uninterrupted["lr_schedulers"]
     assert run_metrics(resumed_dir) == run_metrics(uninterrupted_dir), model
-    resumed_rows = without_epoch_means(csv_rows(resumed_dir), stopped_in_epoch)
-    assert resumed_rows == without_epoch_means(csv_rows(uninterrupted_dir), stopped_in_epoch), model
+    resumed_rows = without_epoch_means(csv_rows(resumed_dir), stopped_in)
+    assert resumed_rows == without_epoch_means(csv_rows(uninterrupted_dir), stopped_in), model

@@ -91,7 +91,7 @@ def test_killed_and_finished_runs_resume_to_the_uninterrupted_result(tmp_path):
             output = child.finish()
             assert child.proc.returncode == 0, (group, output[-3000:])
     for m in GROUP_OF:
-        assert_same_run(killed[m], reference[m], m, 2 * MIN_BATCHES_PER_EPOCH, epoch=1, stopped_in_epoch=0)
+        assert_same_run(killed[m], reference[m], m, 2 * MIN_BATCHES_PER_EPOCH, epoch=1, stopped_in=(0,))
         assert_same_run(finished[m], reference[m], m, 2 * MIN_BATCHES_PER_EPOCH, epoch=1)
     # The scheduler ran through the resume: two epochs of halving.
     vae = final_state(killed["vae"])
