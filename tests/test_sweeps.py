@@ -15,6 +15,7 @@ import pytest
 import yaml
 from conftest import TINY, run_cli
 from handshake import LIMIT, children, handshake_overrides, release, start_cli, wait_until_ready
+from hydra.utils import instantiate
 from in_process import composed
 
 from genlab.callbacks.interrupt import Interrupted
@@ -219,9 +220,12 @@ def test_bad_storage_and_a_nameless_study_are_refused_naming_the_key(tmp_path):
         open_storage(f"sqlite:///{tmp_path}/s.db", 10, 0)
     # the storage URL is logged and written to optimization_results.yaml: never with its password
     assert display_url("postgresql://optuna:s3cret@dbhost/studies") == "postgresql://optuna:***@dbhost/studies"
-    proc = run_cli("hparams_search=vae_optuna", "hydra.sweeper.study_name=null", *TRIAL,
-                   f"hydra.sweep.dir={tmp_path / 's'}")
-    assert proc.returncode != 0 and "hydra.sweeper.study_name=null is not accepted" in proc.stderr
+    # The sweeper a search builds, in this process: it refuses before it opens or writes anything.
+    cfg = composed("hparams_search=vae_optuna", "hydra.sweeper.study_name=null", f"hydra.sweep.dir={tmp_path / 's'}",
+                   hydra=True)
+    with pytest.raises(ConfigError, match=r"hydra\.sweeper\.study_name=null is not accepted"):
+        instantiate(cfg.hydra.sweeper).sweep([])
+    assert not (tmp_path / "s").exists()
 
 
 def test_an_interrupted_run_s_error_survives_pickling_for_parallel_launchers():
