@@ -70,9 +70,11 @@ def test_the_dec_preset_is_decs_recipe_then_vades_schedule() -> None:
     assert linears == [(784, 500), (500, 500), (500, 2000), (2000, 20), (10, 2000), (2000, 500), (500, 500), (500, 784)]
     for net in (model.encoder, model.decoder):  # a linear code and a linear output: no activation after the last layer
         assert isinstance([m for m in net.modules() if not list(m.children())][-1], nn.Linear)
-    # the VaDE phase is the paper's: Adam 2e-3 x0.9 every 10 epochs, floor 2e-4, batch 100, scored on all 70k
-    assert (cfg.model.optimizer.lr, cfg.model.lr_decay, cfg.model.lr_min, cfg.data.batch_size) == (2e-3, 0.9, 2e-4, 100)
-    assert model.eval_on == "all" and cfg.model.finetune_lr_factor == 1.0
+    # pretraining fits the decoder VaDE reads: its Bernoulli -log p(x|z), not a squared error on a head of its own
+    assert model.likelihood.kind == "bernoulli" and pre.loss == "nll"
+    # the VaDE phase: Adam at the paper's floor rate 2e-4 from the first step, batch 100, scored on all 70k
+    assert (cfg.model.optimizer.lr, cfg.model.lr_schedule, cfg.data.batch_size) == (2e-4, "constant", 100)
+    assert model.eval_on == "all" and model.schedule_lr_factor() is None
 
 
 @pytest.mark.parametrize(("likelihood", "loss"), [("bernoulli", "mse"), ("gaussian_fixed", "mse"), ("bernoulli", "nll")])
