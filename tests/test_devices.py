@@ -253,10 +253,10 @@ def test_bf16_on_a_gpu_without_bfloat16_units_is_refused_up_front(monkeypatch):
 
 def test_training_epoch_means_are_synced_across_processes(monkeypatch):
     module = OneWeight()
-    module._train_log.record({"train/loss": torch.tensor(1.0)}, batch_size=4, on_step=True, on_epoch=True)
+    module.log_stage("train", {"loss": torch.tensor(1.0)}, batch_size=4, on_step=True, on_epoch=True)
     logged = []
     monkeypatch.setattr(module, "log_dict", lambda values, **kwargs: logged.append((set(values), kwargs)))
-    monkeypatch.setattr(module, "_log_x_axis", lambda *args: None)
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)  # the x-axis values
     module.on_train_epoch_end()
     # Under DDP each rank holds its shard's sums; metrics.json's train/* must be over every rank's minibatches.
     assert [names for names, _ in logged] == [{"train/loss_epoch"}, {"train/loss"}]
