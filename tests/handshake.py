@@ -7,7 +7,7 @@ after ``at_step`` optimizer steps, then waits there. Every ``last.ckpt`` of an e
 
 - sends SIGKILL: the run dies at that point, its last checkpoint written;
 - sends SIGINT/SIGTERM: genlab's ``InterruptCheckpoint`` records it, the callback sees that and lets the batch run,
-  so the run stops at the end of exactly that batch;
+  so the run stops at the end of exactly that batch (of that epoch's validation if it is the epoch's last);
 - creates ``<folder>/go``: the run continues (``release``).
 
 Wired through Hydra like any callback, with ``tests/`` on the child's PYTHONPATH::
