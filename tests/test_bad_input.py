@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, run_cli, write_tiny_mnist
+from conftest import run_cli, write_tiny_mnist
 from hydra.errors import ConfigCompositionException
 from in_process import tiny_run
 
@@ -43,17 +43,17 @@ IN_PROCESS = [
      ["t10k-labels-idx1-ubyte", "truncated", "data.download=true"]),
     ("idx count mismatch", ["data=mnist", "paths.data_dir={mismatch}"],
      ["60 images", "59 labels", "train-labels-idx1-ubyte", "intact copy"]),
-    ("unreadable checkpoint", ["ckpt_path={garbage}"], ["garbage.ckpt", "cannot be read", "last.ckpt"]),
     ("checkpoint of another model", ["model=pca", "ckpt_path={ae_ckpt}"],
      ["genlab.models.autoencoder.Autoencoder", "genlab.models.pca.PCA", "model="]),
+    ("checkpoint of other sizes", ["model=ae", "model.latent_dim=3", "ckpt_path={ae_ckpt}"],
+     ["has shape", "(2, 128)", "(3, 128)", ".hydra/config.yaml"]),
 ]
 CLI = [
     # Hydra's own composition errors exit with 1, genlab's checks with 2.
     ("unknown group option", ["model=vea"], ["model", "vea", "ae"]),
     ("idx wrong magic", ["data=mnist", "paths.data_dir={bad_magic}"],
      ["train-images-idx3-ubyte", "magic", "data.download=true"]),
-    ("checkpoint of other sizes", ["model=ae", "model.latent_dim=3", "ckpt_path={ae_ckpt}"],
-     ["has shape", "(2, 128)", "(3, 128)", ".hydra/config.yaml"]),
+    ("unreadable checkpoint", ["ckpt_path={garbage}"], ["garbage.ckpt", "cannot be read", "last.ckpt"]),
 ]
 if not torch.cuda.is_available():  # this machine: a CPU build of torch, no GPU
     # Through the CLI: the message names the trainer= option chosen, which only a Hydra run knows.
@@ -84,7 +84,7 @@ def run(overrides: list[str], run_dir: Path, env: dict[str, str] | None = None) 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The damaged data roots and checkpoints the cases name; ``ae_ckpt`` is written by the ``results`` fixture."""
+    """The damaged data roots and the checkpoint that is not one, which the cases name."""
     tmp = tmp_path_factory.mktemp("bad_input_files")
     garbage = tmp / "garbage.ckpt"
     garbage.write_bytes(b"this is not a checkpoint\n" * 10)
@@ -93,24 +93,32 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "truncated": str(corrupt(tmp / "trunc", "t10k-labels-idx1-ubyte", "truncate")),
         "mismatch": str(corrupt(tmp / "count", "train-labels-idx1-ubyte", "one_label_fewer")),
         "garbage": str(garbage),
-        "ae_ckpt": str(tmp / "ae_run" / "checkpoints" / "last.ckpt"),
     }
+
+
+_TRAINED: dict[str, Path] = {}
+
+
+@pytest.fixture
+def ae_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real AE checkpoint (latent_dim 2), trained once in this process by ``genlab.train.train``; function-scoped,
+    so that conftest's autouse fixture undoes what the training changes in global state (seeds, matmul library)."""
+    if "ae" not in _TRAINED:
+        run_dir = tmp_path_factory.mktemp("ae_run")
+        train(tiny_run(["model=ae", "test=false", "logger=csv", "trainer.log_every_n_steps=1"], run_dir))
+        _TRAINED["ae"] = run_dir / "checkpoints" / "last.ckpt"
+    return _TRAINED["ae"]
 
 
 @pytest.fixture(scope="module")
 def results(inputs: dict[str, str]) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
-    """A real AE run (its checkpoint), then every CLI case and one with HYDRA_FULL_ERROR=1, two processes at a time."""
+    """Every CLI case and one with HYDRA_FULL_ERROR=1, two processes at a time."""
     tmp = Path(inputs["garbage"]).parent
     jobs = {case: ([o.format(**inputs) for o in overrides], tmp / f"case{i}", None)
             for i, (case, overrides, _) in enumerate(CLI)}
     jobs["HYDRA_FULL_ERROR"] = (["model.latent_dim=0"], tmp / "full_error", {"HYDRA_FULL_ERROR": "1"})
-    needs_ckpt = {case for case, (overrides, _, _) in jobs.items() if inputs["ae_ckpt"] in " ".join(overrides)}
     with ThreadPoolExecutor(2) as pool:
-        ae_run = pool.submit(run, ["model=ae", *TINY, "test=false"], Path(inputs["ae_ckpt"]).parent.parent)
-        futures = {case: pool.submit(run, *job) for case, job in jobs.items() if case not in needs_ckpt}
-        trained = ae_run.result()
-        assert trained.returncode == 0, trained.stderr[-3000:]
-        futures.update({case: pool.submit(run, *jobs[case]) for case in needs_ckpt})
+        futures = {case: pool.submit(run, *job) for case, job in jobs.items()}
         return {case: (future.result(), jobs[case][1]) for case, future in futures.items()}
 
 
@@ -138,9 +146,8 @@ def test_full_traceback_only_with_hydra_full_error(results):
 
 @pytest.mark.parametrize(("case", "overrides", "words"), IN_PROCESS, ids=[c for c, _, _ in IN_PROCESS])
 def test_bad_config_is_refused_before_training_naming_the_key(case, overrides, words, inputs, tmp_path, request):
-    if "{ae_ckpt}" in " ".join(overrides):
-        request.getfixturevalue("results")  # which trains the AE
-    cfg = tiny_run([o.format(**inputs) for o in overrides], tmp_path / "run")
+    values = {**inputs, "ae_ckpt": request.getfixturevalue("ae_ckpt")} if "{ae_ckpt}" in " ".join(overrides) else inputs
+    cfg = tiny_run([o.format(**values) for o in overrides], tmp_path / "run")
     with pytest.raises(USER_ERRORS) as err:
         train(cfg)
     message = str(err.value)
