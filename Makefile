@@ -42,14 +42,14 @@ bench: install $(VENV)/.bench-installed
 # The acceptance test on a CUDA machine, from a fresh clone: installs a CUDA build of torch where nvidia-smi exists
 # (CUDA_TORCH; a .venv that already holds a CPU build must go first: rm -rf .venv), then every family on the GPU
 # against the CPU and in mixed precision, a SIGINT resume, deterministic=true, and DDP with 2+ GPUs: one table, exit
-# 1 on any miss, at most 10 minutes on one H100 (experiments/gpu_check.py; GPU_CHECK_ARGS=--device cpu: a dry run).
+# 1 on any miss, at most 10 minutes on one H100 (genlab/gpu_check.py; GPU_CHECK_ARGS=--device cpu: a dry run).
 CUDA_TORCH ?= torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128
 GPU_CHECK_ARGS ?=
 PINNED_TORCH := $(TORCH)
 HAVE_NVIDIA := $(shell command -v nvidia-smi 2>/dev/null)
 gpu-check: TORCH = $(if $(HAVE_NVIDIA),$(CUDA_TORCH),$(PINNED_TORCH))
 gpu-check: install
-	$(PY) experiments/gpu_check.py $(GPU_CHECK_ARGS)
+	$(PY) -m genlab.gpu_check $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -1,7 +1,7 @@
 """``make gpu-check``: genlab's acceptance test on a GPU, one command, at most 10 minutes on one H100.
 
     make gpu-check                        # installs a CUDA build of torch into .venv if needed, then runs this
-    python experiments/gpu_check.py --device cpu --families ae --stages devices,resume   # a dry run on the CPU
+    python -m genlab.gpu_check --device cpu --families ae --stages devices,resume   # a dry run on the CPU
 
 Every run is ``python -m genlab`` on the digits data (bundled with scikit-learn: nothing is downloaded), seed 0,
 ``--epochs`` epochs, the test stage on the final weights; ``--workers`` runs at a time, each in its own process.
@@ -18,7 +18,7 @@ Every run is ``python -m genlab`` on the digits data (bundled with scikit-learn:
    2 devices with half the batch against the 1-device float32 run (the same effective batch).
 5. calibrate (only on request, CPU only): what the CPU shows against the tolerances: float32 with oneDNN against
    torch's BLAS (another summation order), seeds 1 and 2 against 0 (the noise-stream spread), bf16-mixed against
-   32 (``python experiments/gpu_check.py --device cpu --stages calibrate``).
+   32 (``python -m genlab.gpu_check --device cpu --stages calibrate``).
 
 Tolerances (TOLERANCES) are relative to the reference value, plus an absolute floor; why each is what it is is
 written beside it. Every comparison is one row of the printed table; the exit status is 0 only when every row
@@ -47,8 +47,7 @@ from typing import Any
 import lightning as L
 import torch
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+REPO = Path(__file__).resolve().parent.parent
 FAMILIES = ("pca", "ae", "ae_linear", "ae_conv", "vae", "iwae", "iwae2", "vade", "gan", "gan_conv")
 STAGES = ("devices", "resume", "determinism", "ddp", "calibrate")
 STOCHASTIC = ("vae", "iwae", "iwae2", "vade")  # noise drawn on the device: another stream on a GPU
@@ -165,7 +164,7 @@ def runs_for(stages: list[str], families: list[str], device: str, epochs: int, d
         # SIGINT once step 11 is done: the interrupt callback saves at the end of the next loader item (step 18 of
         # digits' 10-step epochs in blocks of 4), in the middle of epoch 1
         runs += [Run("resume_whole", [*vae, *PICTURES_EVERY_EPOCH]),
-                 Run("resume_cut", [*vae, *PICTURES_EVERY_EPOCH, "+callbacks.sigint._target_=gpu_check.SigintAt",
+                 Run("resume_cut", [*vae, *PICTURES_EVERY_EPOCH, "+callbacks.sigint._target_=genlab.gpu_check.SigintAt",
                                     "+callbacks.sigint.step=11"], expect_exit=128 + signal.SIGINT),
                  Run("no_pictures", [*vae, "callbacks=lean"])]
     for fam in families if "calibrate" in stages else []:
@@ -195,8 +194,7 @@ class SigintAt(L.Callback):
 def execute(run: Run, work: Path, deadline: float) -> Run:
     """Run ``run`` into ``work/<name>`` (its output in ``<name>.log``); read its metrics.json if it wrote one."""
     folder = work / (run.folder or run.name)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "genlab", *run.args, f"hydra.run.dir={folder}"]
     start = time.perf_counter()
     with (work / f"{run.name}.log").open("w") as log:
@@ -296,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=10, help="epochs of every run (10 optimizer steps each)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="runs at a time")
     parser.add_argument("--budget", type=float, default=570.0, help="seconds for everything")
-    parser.add_argument("--out", type=Path, default=HERE / "gpu_check.json")
+    parser.add_argument("--out", type=Path, default=REPO / "experiments" / "gpu_check.json")
     parser.add_argument("--work", type=Path, default=REPO / "outputs" / "gpu_check")
     args = parser.parse_args(argv)
     gpus = torch.cuda.device_count() if args.device == "cuda" else 0

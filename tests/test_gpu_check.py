@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
 
-sys.path.insert(0, str(REPO / "experiments"))
-import gpu_check  # noqa: E402
+from genlab import gpu_check
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the check would run for ten minutes")
