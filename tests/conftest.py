@@ -30,9 +30,10 @@ _DROPPED_PREFIXES = ("GENLAB_", "SLURM_", "WANDB_", "HYDRA_")
 _DROPPED = {"MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
             "CUDA_VISIBLE_DEVICES", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"}
 # Where libraries keep caches and settings during the session; set before they are imported, since they read it once.
-_CACHE_FOLDERS = {"GENLAB_CACHE_DIR": "genlab", "XDG_CACHE_HOME": "cache", "XDG_CONFIG_HOME": "config",
-                  "MPLCONFIGDIR": "matplotlib", "WANDB_CONFIG_DIR": "wandb-config", "WANDB_CACHE_DIR": "wandb-cache",
-                  "WANDB_DATA_DIR": "wandb-data"}
+# HOME too: W&B's service writes logs under ~ whatever the XDG variables say.
+_CACHE_FOLDERS = {"HOME": "home", "GENLAB_CACHE_DIR": "genlab", "XDG_CACHE_HOME": "cache", "XDG_CONFIG_HOME": "config",
+                  "XDG_DATA_HOME": "data", "XDG_STATE_HOME": "state", "MPLCONFIGDIR": "matplotlib",
+                  "WANDB_CONFIG_DIR": "wandb-config", "WANDB_CACHE_DIR": "wandb-cache", "WANDB_DATA_DIR": "wandb-data"}
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="genlab-tests-"))
 for _name in [n for n in os.environ if n in _DROPPED or n.startswith(_DROPPED_PREFIXES)]:
     del os.environ[_name]
