@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -59,3 +60,15 @@ def finish(started: dict[str, Any], device: torch.device | None = None) -> dict[
         "cpu_s": round(time.process_time() - started["cpu"], 1),  # this process's threads, not loader workers
         "load": {"start": round(started["load"], 2), "end": round(os.getloadavg()[0], 2)},
     }
+
+
+def describe(provenances: Sequence[dict[str, Any]], seeds: Sequence[int]) -> list[str]:
+    """Threads, load range, machines and notes, and commits (and which seeds ran dirty) of runs, as phrases."""
+    threads = sorted({str(p["threads"]) for p in provenances if p.get("threads")})
+    parts = [f"{'/'.join(threads)} thread{'s' * (threads != ['1'])}/run"] if threads else []
+    loads = [v for p in provenances for v in (p.get("load") or {}).values()]
+    parts += [f"load average {min(loads):.1f}-{max(loads):.1f}"] if loads else []
+    parts += dict.fromkeys(p[k] for k in ("machine", "note") for p in provenances if p.get(k))
+    dirty = ", ".join(str(seed) for seed, p in zip(seeds, provenances) if p.get("dirty"))
+    commits = ", ".join(c for c in dict.fromkeys(p.get("commit") for p in provenances) if c) or "not recorded"
+    return [*parts, f"commit {commits}" + (f" with uncommitted changes (seeds {dirty})" if dirty else "")]

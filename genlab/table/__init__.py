@@ -31,13 +31,13 @@ class Column:
     label: str = II(".metric")  # default: the metric
     digits: int = 2
     scale: float = 1.0  # 100 for a percentage
+    late_change: bool = False  # the change of the metric's curve over the second half of each run, not its end
 
 
 @dataclass
 class Budget:
     share: str = MISSING  # which part of the paper's protocol this is, in words
     overrides: list[str] = field(default_factory=list)
-    rows: dict[str, list[str]] = field(default_factory=dict)  # what some rows add at this budget
     seeds: list[int] = II("...seeds")  # default: the table's
     continues: str | None = None  # a shorter budget whose recorded runs train on to this one's length
 
@@ -54,7 +54,6 @@ class Table:
     published: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # label -> {metric: [mean, SE or null]}
     curves: list[str] = field(default_factory=list)  # metrics drawn against x from the runs' logs
     x: X = X.step
-    late_change: list[str] = field(default_factory=list)  # curves whose change over the second half is shown
     show_seeds: bool = False  # a line per seed under each row
     protocol: str = ""
     reading: str = ""
@@ -83,8 +82,7 @@ class Table:
 
     def overrides(self, row: str, budget: str) -> list[str]:
         """What a run of ``row`` at ``budget`` sets (the seed apart)."""
-        b = self.budgets[budget]
-        return [*self.base, *self.rows[row], *b.overrides, *b.rows.get(row, [])]
+        return [*self.base, *self.rows[row], *self.budgets[budget].overrides]
 
     def args(self, row: str, budget: str, seed: int, extra: Sequence[str] = ()) -> list[str]:
         """The ``python -m genlab`` arguments of a run."""
@@ -126,8 +124,6 @@ def check(t: Table) -> None:
     lists = {"base": t.base, **{f"rows.{r}": o for r, o in t.rows.items()}}
     for name, b in t.budgets.items():
         lists[f"budgets.{name}.overrides"] = b.overrides
-        lists |= {f"budgets.{name}.rows.{r}": o for r, o in b.rows.items()}
-        need(set(b.rows) <= set(t.rows), f"budgets.{name}.rows", f"rows among {list(t.rows)}", list(b.rows))
         need(b.continues in (None, *t.budgets) and b.continues != name, f"budgets.{name}.continues",
              f"another of {list(t.budgets)}", b.continues)
         for row in t.rows if b.continues else ():
@@ -140,9 +136,11 @@ def check(t: Table) -> None:
         need(not bad, key, "KEY=VALUE overrides other than seed, ckpt_path, hydra.* (the runner's)", bad)
     for label, entry in t.published.items():
         numbers = all(isinstance(x, (int, float, type(None))) for v in entry.values() for x in v)
-        need(numbers and all(m in [c.metric for c in t.columns] and len(v) == 2 for m, v in entry.items()),
+        metrics = [c.metric for c in t.columns if not c.late_change]
+        need(numbers and all(m in metrics and len(v) == 2 for m, v in entry.items()),
              f"published.{label}", "{COLUMN METRIC: [mean, standard error or null]}", entry)
-    need(set(t.late_change) <= set(t.curves), "late_change", f"metrics among curves {t.curves}", t.late_change)
+    late = [c.metric for c in t.columns if c.late_change]
+    need(set(late) <= set(t.curves), "columns (late_change)", f"metrics among curves {t.curves}", late)
 
 
 def key_of(override: str) -> str:

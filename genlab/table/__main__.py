@@ -18,7 +18,6 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -50,22 +49,20 @@ def plan(table: Table, budget: str, rows: Sequence[str], seeds: Sequence[int], o
     while table.budgets[root].continues:  # the runs of a budget and of those continuing it share their folders
         root = table.budgets[root].continues
     jobs = []
-    for row, seed in product(rows, seeds):
-        slug = re.sub(r"[^A-Za-z0-9.]+", "_", row).strip("_") or "row"
-        where = out.resolve() / table.name / root / slug / f"seed{seed}"
-        owner = (where / OWNER).read_text() if (where / OWNER).is_file() else None
-        shorter, ckpt = records.get((row, earlier, seed)), (where / "checkpoints" / "last.ckpt").is_file()
-        if (row, budget, seed) in records:
-            state = DONE
-        elif alive(where.with_suffix(".running")):
-            state = RUNNING
-        elif owner == budget:
-            state = FINISHED if (where / "metrics.json").is_file() else RESUMABLE if ckpt else MISSING
-        else:
-            state = MISSING if owner is None else CONTINUES if owner == earlier and shorter and ckpt else \
-                f"folder taken by {owner}"
-        start = shorter if shorter and shorter["folder"] == str(where) and state not in (DONE, MISSING) else None
-        jobs.append(Job(row, budget, seed, where, state, start))
+    for row in rows:
+        for seed in seeds:
+            where = out.resolve() / table.name / root / re.sub(r"[^A-Za-z0-9.]+", "_", row).strip("_") / f"seed{seed}"
+            owner = (where / OWNER).read_text() if (where / OWNER).is_file() else None
+            shorter, ckpt = records.get((row, earlier, seed)), (where / "checkpoints" / "last.ckpt").is_file()
+            if (row, budget, seed) in records or alive(where.with_suffix(".running")):
+                state = DONE if (row, budget, seed) in records else RUNNING
+            elif owner == budget:
+                state = FINISHED if (where / "metrics.json").is_file() else RESUMABLE if ckpt else MISSING
+            else:
+                state = MISSING if owner is None else CONTINUES if owner == earlier and shorter and ckpt else \
+                    f"folder taken by {owner}"
+            continued = shorter if shorter and shorter["folder"] == str(where) and state != MISSING else None
+            jobs.append(Job(row, budget, seed, where, state, continued))
     return jobs
 
 
@@ -112,20 +109,20 @@ def run(table: Table, jobs: list[Job], n_jobs: int, allow_dirty: bool, dry_run: 
                          "must be reproducible from a commit; commit them, or pass --allow-dirty (rows then say so)")
     hydra = [o for o in overrides if o.startswith("hydra")]  # hydra.*, hydra/launcher=...: the multirun's
     extra = [o for o in overrides if o not in hydra]
-    todo = [j for j in jobs if j.state in (MISSING, CONTINUES, RESUMABLE, FINISHED)]
     for job in (j for j in jobs if j.state == RUNNING or j.state.startswith("folder")):
         print(f"genlab.table: skipped {job.row} {job.budget} seed {job.seed}: {job.state} ({job.folder})")
-    launch = [(j, [*table.args(j.row, j.budget, j.seed, extra), *["ckpt_path=last"] * (j.state != MISSING)])
-              for j in todo if j.state != FINISHED]
-    for job, args in launch:
+    todo = [j for j in jobs if j.state in (MISSING, CONTINUES, RESUMABLE, FINISHED)]
+    trains = [j for j in todo if j.state != FINISHED]
+    args = [[*table.args(j.row, j.budget, j.seed, extra), *["ckpt_path=last"] * (j.state != MISSING)] for j in trains]
+    for job, a in zip(trains, args):
         note = "" if job.state == MISSING else f"  # {job.state}"
-        print("python -m genlab", shlex.join(args), f"hydra.run.dir={job.folder}{note}")
+        print("python -m genlab", shlex.join(a), f"hydra.run.dir={job.folder}{note}")
     if dry_run:
         return 0
-    if launch:
-        sweep_dir = launch[0][0].folder.parents[2]
+    if trains:
+        sweep_dir = trains[0].folder.parents[2]
         jobs_file = sweep_dir / f"jobs_{os.getpid()}.json"
-        for job, _ in launch:
+        for job in trains:
             if job.state == CONTINUES:
                 (job.folder / "metrics.json").unlink()  # the shorter run's, recorded; this run writes its own
             elif job.state == MISSING and job.folder.exists():
@@ -133,16 +130,16 @@ def run(table: Table, jobs: list[Job], n_jobs: int, allow_dirty: bool, dry_run: 
             job.folder.mkdir(parents=True, exist_ok=True)
             (job.folder / OWNER).write_text(job.budget)
             job.folder.with_suffix(".running").write_text(json.dumps([socket.gethostname(), os.getpid()]))
-        jobs_file.write_text(json.dumps([[*args, f"hydra.sweep.subdir={j.folder.relative_to(sweep_dir)}"]
-                                         for j, args in launch]))
+        jobs_file.write_text(json.dumps([[*a, f"hydra.sweep.subdir={j.folder.relative_to(sweep_dir)}"]
+                                         for j, a in zip(trains, args)]))
         launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"] if n_jobs > 1 else []
-        command = [sys.executable, "-m", "genlab", "-m", f"hydra.sweep.dir={sweep_dir}", "hydra/sweeper=jobs",
-                   f"hydra.sweeper.jobs_file={jobs_file}", "trainer.enable_progress_bar=false", *launcher, *hydra]
         try:
-            subprocess.run(command, env={"WANDB_MODE": "offline", **os.environ}, check=False)
+            subprocess.run([sys.executable, "-m", "genlab", "-m", f"hydra.sweep.dir={sweep_dir}", "hydra/sweeper=jobs",
+                            f"hydra.sweeper.jobs_file={jobs_file}", "trainer.enable_progress_bar=false", *launcher,
+                            *hydra], env={"WANDB_MODE": "offline", **os.environ}, check=False)
         finally:
             jobs_file.unlink(missing_ok=True)
-            for job, _ in launch:
+            for job in trains:
                 job.folder.with_suffix(".running").unlink(missing_ok=True)
     recorded = [record(table, j, allow_dirty, extra) for j in todo if (j.folder / "metrics.json").is_file()]
     done = sum(r is not None for r in recorded)
@@ -151,27 +148,23 @@ def run(table: Table, jobs: list[Job], n_jobs: int, allow_dirty: bool, dry_run: 
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    runs = argparse.ArgumentParser(add_help=False)  # the options of status and run
-    runs.add_argument("table")
-    runs.add_argument("--budget", help="a budget of the table (default: its first)")
-    runs.add_argument("--rows", nargs="+", metavar="ROW", help="row labels (default: all)")
-    runs.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="default: the budget's")
-    runs.add_argument("--out", type=Path, default=OUT, help=f"run folders go below OUT/TABLE (default: {OUT})")
+    """The command line; ``run``'s unknown trailing words are overrides for every run (hydra.*: the multirun's)."""
     parser = argparse.ArgumentParser(prog="python -m genlab.table", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="the tables of conf/table/")
-    sub.add_parser("render", help="rewrite the table's section of its results file").add_argument("table")
-    sub.add_parser("status", parents=[runs], help="what is done")
-    runner = sub.add_parser("run", parents=[runs], help="run (and record) the runs still to do")
-    runner.add_argument("--jobs", type=int, default=1, help="runs at once (Hydra's joblib launcher)")
-    runner.add_argument("--dry-run", action="store_true", help="print the runs' commands, run nothing")
-    runner.add_argument("--allow-dirty", action="store_true", help="run and record from uncommitted code")
-    runner.add_argument("overrides", nargs="*", help="for every run, e.g. trainer=gpu (hydra.*, hydra/launcher=slurm: "
-                        "for the multirun)")
-    args, rest = parser.parse_known_args(argv)  # argparse leaves the overrides that follow an option in rest
-    if rest and (args.command != "run" or any(r.startswith("-") for r in rest)):
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    args.overrides = [*getattr(args, "overrides", []), *rest]
+    parser.add_argument("command", choices=["list", "run", "status", "render"])
+    parser.add_argument("table", nargs="?", help="a name in conf/table/ or the path of a table file")
+    parser.add_argument("--budget", help="a budget of the table (default: its first)")
+    parser.add_argument("--rows", nargs="+", metavar="ROW", help="row labels (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="default: the budget's")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"run folders go below OUT/TABLE (default: {OUT})")
+    parser.add_argument("--jobs", type=int, default=1, help="run: runs at once (Hydra's joblib launcher)")
+    parser.add_argument("--dry-run", action="store_true", help="run: print the runs' commands, run nothing")
+    parser.add_argument("--allow-dirty", action="store_true", help="run: run and record from uncommitted code")
+    args, overrides = parser.parse_known_args(argv)
+    args.overrides = overrides
+    if args.overrides and (args.command != "run" or any(o.startswith("-") for o in args.overrides)):
+        parser.error(f"unrecognized arguments: {' '.join(args.overrides)}")
+    if (args.table is None) != (args.command == "list"):
+        parser.error("list takes no TABLE" if args.table else f"{args.command} needs a TABLE: {', '.join(table_names())}")
     return args
 
 

@@ -11,7 +11,8 @@ from typing import Any
 from genlab.compare.curves import late_change, mean_curve, plot_panels
 from genlab.compare.groups import Stat
 from genlab.compare.table import format_markdown, write_section
-from genlab.table import Better, Table, X, total
+from genlab.provenance import describe
+from genlab.table import Better, Column, Table, X, total
 
 Records = Sequence[dict[str, Any]]
 VERDICT = "*within 2 SE* when |measured − published| ≤ 2 √(SE² + SE_published²), else *better* or *worse*"
@@ -31,63 +32,52 @@ def pm(mean: float, se: float | None, digits: int) -> str:
     return f"{mean:.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
 
 
-def late_cell(table: Table, recs: Records) -> str:
-    """Mean over the runs of each late_change curve's last value minus its value near half the run, and where."""
-    changes = [[late_change(r["curve"].get(m, [])) for r in recs] for m in table.late_change]
-    if any(None in c for c in changes):
-        return "–"
-    cells = [f"{column.scale * sum(d for d, _ in c) / len(c):+.{column.digits}f}"
-             for column, c in zip(map(table.column, table.late_change), changes)]
-    return f"{' / '.join(cells)} since {round(sum(half for _, half in changes[0]) / len(recs)):,}"
+def value(rec: dict[str, Any], column: Column) -> float:
+    """A run's final ``column.metric``; for a ``late_change`` column, its curve's last value minus the value near
+    half the run (near 0 once the curve has plateaued)."""
+    if not column.late_change:
+        return rec["metrics"].get(column.metric, math.nan)
+    change = late_change(rec["curve"].get(column.metric, []))
+    return math.nan if change is None else change[0]
 
 
 def cost(table: Table, recs: Records) -> str:
     """Length, wall time per run and in all, load, machine, notes, commit (and whether dirty), continuation."""
-    prov = [r["provenance"] for r in recs]
     parts = ["/".join(sorted({str(r["epochs"]) for r in recs}, key=int)) + " epochs"]
     steps = sorted({r["curve"][m][-1][0] for r in recs for m in table.curves[:1] if r["curve"].get(m)})
     if table.x == X.step and steps:
         parts[0] += f", {'/'.join(f'{s:,}' for s in steps)} steps"
     walls = [total(r, "wall_s") for r in recs if r["provenance"].get("wall_s") is not None]
     parts += [f"{sum(walls) / len(walls) / 60:.1f} min/run ({sum(walls) / 3600:.2f} h in all)"] if walls else []
-    threads = sorted({str(p["threads"]) for p in prov if p.get("threads")})
-    parts += [f"{'/'.join(threads)} thread{'s' * (threads != ['1'])}/run"] if threads else []
-    loads = [v for p in prov for v in (p.get("load") or {}).values()]
-    parts += [f"load average {min(loads):.1f}-{max(loads):.1f}"] if loads else []
-    parts += dict.fromkeys(p[k] for k in ("machine", "note") for p in prov if p.get(k))
-    dirty = ", ".join(str(r["seed"]) for r in recs if r["provenance"].get("dirty"))
-    commits = ", ".join(c for c in dict.fromkeys(p.get("commit") for p in prov) if c) or "not recorded"
-    parts.append(f"commit {commits}" + (f" with uncommitted changes (seeds {dirty})" if dirty else ""))
+    parts += describe([r["provenance"] for r in recs], [r["seed"] for r in recs])
     earlier = "/".join(sorted({r["continued_from"]["budget"] for r in recs if r.get("continued_from")}))
     return "; ".join(parts + ([f"continues the {earlier} runs (cost of both)"] if earlier else []))
 
 
 def rows(table: Table, records: Records) -> tuple[list[str], list[list[str]]]:
     """The Markdown table: per (budget, row) mean ± SE over seeds, the published numbers and the verdict."""
-    pub, late = bool(table.published), bool(table.late_change)
+    pub = bool(table.published)
     head = ["row", "budget", *(c.label for c in table.columns)]
     head += [f"published ({table.source})" if table.source else "published", "verdict"] * pub
-    head += [f"late change ({' / '.join(table.column(m).label for m in table.late_change)})"] * late
     head += ["seeds", "cost", "command (first seed)"]
     out = []
     for (budget, row), recs in grouped(table, records).items():
         seed_lines = [(f"{row}, seed {r['seed']}", [r]) for r in recs if table.show_seeds and len(recs) > 1]
         for label, runs in [(row, recs), *seed_lines]:  # the mean in bold, then a line per seed if asked
             mean = runs is recs
-            stats = [(Stat.of([r["metrics"].get(c.metric, math.nan) * c.scale for r in runs]), c,
-                      table.published.get(row, {}).get(c.metric)) for c in table.columns]
+            stats = [(Stat.of([value(r, c) * c.scale for r in runs]), c,
+                      None if c.late_change else table.published.get(row, {}).get(c.metric)) for c in table.columns]
             cells = [f"**{s.cell(c.digits)}**" if mean else s.cell(c.digits) for s, c, _ in stats]
             if pub:
                 cells += [" / ".join(pm(*p, c.digits) for _, c, p in stats if p) or "–",
                           " / ".join(s.verdict(*p, c.better == Better.higher) for s, c, p in stats if p) or "–"] \
                     if mean else ["", ""]
-            if late:
-                cells.append(late_cell(table, recs) if mean else "")
             seeds = ", ".join(str(r["seed"]) for r in runs)
             out.append([label, budget, *cells, seeds, cost(table, runs), f"`{runs[0]['command']}`"])
     for name, entry in table.published.items():  # published lines of their own: references, other papers
         if name not in table.rows:
-            cells = [pm(*entry[c.metric], c.digits) if c.metric in entry else "–" for c in table.columns]
+            cells = [pm(*entry[c.metric], c.digits) if c.metric in entry and not c.late_change else "–"
+                     for c in table.columns]
             out.append([name, "published", *cells, *[""] * (len(head) - len(cells) - 2)])
     return head, out
 

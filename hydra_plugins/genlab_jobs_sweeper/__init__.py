@@ -2,8 +2,7 @@
 
 Hydra's basic sweeper runs a cross product of values; a table's jobs differ in which keys they set (rows of
 other losses, models, budgets), so its runner writes them to a JSON file, one list of overrides per job, and this
-sweeper hands them to whichever launcher is chosen (basic, ``joblib``, ``slurm``). The first job runs alone before
-the others, so that a file the jobs share (the MNIST GAN's feature classifier) is written once.
+sweeper hands them to whichever launcher is chosen (basic, ``joblib``, ``slurm``) as one batch.
 """
 
 import json
@@ -28,7 +27,7 @@ ConfigStore.instance().store(group="hydra/sweeper", name="jobs", node=JobsSweepe
 
 
 class JobsSweeper(Sweeper):
-    """Launch the jobs of ``jobs_file`` (the first alone, then the rest in one batch); fail after all ran."""
+    """Launch the jobs of ``jobs_file`` as one batch; fail after all ran."""
 
     def __init__(self, jobs_file: str) -> None:
         self.jobs_file = jobs_file
@@ -45,9 +44,7 @@ class JobsSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         self.validate_batch_is_legal(jobs)  # a job that does not compose fails before any job runs
-        returns = [*self.launcher.launch(jobs[:1], initial_job_idx=0)]
-        if len(jobs) > 1:
-            returns += self.launcher.launch(jobs[1:], initial_job_idx=1)
+        returns = self.launcher.launch(jobs, initial_job_idx=0)
         for ret in returns:
             _ = ret.return_value  # re-raises a failed job's error once every job has run
         return returns
