@@ -257,6 +257,45 @@ def test_best_checkpoint_round_trip_with_ema(tmp_path: Path) -> None:
     assert "test/mode_kl" in t.callback_metrics
 
 
+def test_simultaneous_updates_take_both_gradients_at_the_same_point(tmp_path: Path) -> None:
+    """updates=simultaneous (the PacGAN reference's step): after one SGD step, G and D have each moved by -lr times
+    their gradient at the initial (G, D) on one fake batch; alternating (G's gradient through the stepped D) differs."""
+    torch.manual_seed(0)
+    x, z = torch.randn(16, 2), torch.randn(16, 4)
+    sgd = functools.partial(torch.optim.SGD, lr=0.5)
+
+    def gan(updates: str) -> GAN:
+        torch.manual_seed(1)  # the same initial nets for every call
+        model = mlp_gan(optimizer_g=sgd, optimizer_d=sgd, updates=updates)
+        model.noise = lambda n, generator=None: z[:n]  # every fake batch from the same z
+        return model
+
+    def after_one_step(updates: str) -> GAN:
+        model = gan(updates)
+        data = DataLoader(TensorDataset(x, torch.zeros(16)), batch_size=16)
+        trainer(tmp_path, max_epochs=1, limit_val_batches=0).fit(model, train_dataloaders=data)
+        return model
+
+    start = gan("alternating")
+    g0, d0 = list(start.generator.parameters()), list(start.discriminator.parameters())
+    fake = start.generator(z)
+    g_grad = torch.autograd.grad(NonSaturating().generator_loss(start.discriminator(fake)), g0)
+    d_loss = NonSaturating().discriminator_loss(start.discriminator(x), start.discriminator(fake.detach()))
+    d_grad = torch.autograd.grad(d_loss, d0)
+    expected_g = [(p - 0.5 * g).detach() for p, g in zip(g0, g_grad)]
+    expected_d = [(p - 0.5 * g).detach() for p, g in zip(d0, d_grad)]
+
+    sim = after_one_step("simultaneous")
+    for got, want in zip([*sim.generator.parameters(), *sim.discriminator.parameters()], expected_g + expected_d):
+        torch.testing.assert_close(got.detach(), want)
+    alt = after_one_step("alternating")
+    assert not all(torch.allclose(a, e) for a, e in zip(alt.generator.parameters(), expected_g))
+    with pytest.raises(ConfigError, match=r"n_critic=2 is not accepted with updates='simultaneous'"):
+        mlp_gan(updates="simultaneous", n_critic=2)
+    with pytest.raises(ConfigError, match=r"updates='both' is not accepted: expected one of"):
+        mlp_gan(updates="both")
+
+
 def test_bad_hyperparameters_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="n_critic"):
         mlp_gan(n_critic=0)

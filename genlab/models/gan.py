@@ -7,6 +7,10 @@ parameters get gradients (D's steps draw G's samples under no_grad; G's step tog
 D), and each step goes through the base's guarded ``optimize``.
 The objective comes from the ``loss`` config group (:mod:`genlab.losses.gan_losses`).
 
+``updates: simultaneous`` (needs ``n_critic=1``) takes both steps from the same point instead: one generated
+batch, D's gradient and G's gradient both at the parameters before either step, then both steps, as the PacGAN
+reference trains (Blocks' ``GradientDescent`` on both losses through ``ali_algorithm``).
+
 Packing (PacGAN, Lin et al. 2018): with ``pack=m`` the discriminator judges m samples at once. Every call goes
 through :meth:`GAN.discriminate`, which concatenates each run of m consecutive samples of a batch into one
 input of shape (m * d0, d1, ...) (real with real, fake with fake), so a batch of B samples gives B / m judgements;
@@ -45,6 +49,7 @@ log = logging.getLogger("genlab")
 
 NetFactory = Callable[..., nn.Module]
 GENERATOR_OUTPUTS = ("identity", "sigmoid")
+UPDATES = ("alternating", "simultaneous")
 # Noise for evaluation samples comes from its own seeded streams: every validation epoch is scored on the same
 # z, the test on other z (so a checkpoint chosen on val is scored on fresh samples), and scoring never moves
 # the training RNG.
@@ -97,6 +102,7 @@ class GAN(GenerativeModule):
         latent_dim: int = 64,
         n_critic: int = 1,
         pack: int = 1,
+        updates: str = "alternating",
         generator_output: str = "identity",
         ema_decay: float | None = None,
         sample_metrics: bool = True,
@@ -122,6 +128,12 @@ class GAN(GenerativeModule):
         self.latent_dim = positive_int("latent_dim", latent_dim)
         self.n_critic = positive_int("n_critic", n_critic)
         self.pack = positive_int("pack", pack)
+        self.updates = one_of("updates", updates, UPDATES)
+        if self.updates == "simultaneous" and self.n_critic != 1:
+            raise ConfigError(
+                f"n_critic={n_critic} is not accepted with updates='simultaneous': expected 1 (each net takes one "
+                "step from the same point)"
+            )
         self.generator_output = one_of("generator_output", generator_output, GENERATOR_OUTPUTS)
         self.ema_decay = None if ema_decay is None else fraction("ema_decay", ema_decay)
         self.sample_metrics = bool(sample_metrics)
@@ -210,6 +222,21 @@ class GAN(GenerativeModule):
         x, _ = batch
         m = x.shape[0]
         opt_d, opt_g = self.optimizers()
+        if self.updates == "simultaneous":
+            d_terms, g_loss = self._simultaneous_steps(x, opt_d, opt_g)
+        else:
+            d_terms, g_loss = self._alternating_steps(x, opt_d, opt_g)
+        if self.generator_ema is not None:
+            self.generator_ema.update_parameters(self.generator)
+        # Recorded only on the minibatches the loggers write and each epoch's first (so every epoch has a value):
+        # the ``*_epoch`` values average those minibatches.
+        if self.train_metrics_due():
+            logged = {k: v.detach() for k, v in d_terms.items()} | {"g_loss": g_loss.detach()}
+            self.log_stage("train", logged, batch_size=m, on_step=True, on_epoch=True, prog_bar=True)
+
+    def _alternating_steps(self, x: Tensor, opt_d: Any, opt_g: Any) -> tuple[dict[str, Tensor], Tensor]:
+        """``n_critic`` D steps on fresh fakes, then one G step on fresh noise against the updated D."""
+        m = x.shape[0]
         for _ in range(self.n_critic):
             # No toggling for D's step: G runs under no_grad, so its parameters get no gradient either way.
             with torch.no_grad():
@@ -220,13 +247,21 @@ class GAN(GenerativeModule):
         with self.toggled_optimizer(opt_g):
             g_loss = self.loss.generator_loss(self.discriminate(self._squash(self.generator(self.noise(m)))))
             self.optimize(opt_g, g_loss, "train/g_loss")
-        if self.generator_ema is not None:
-            self.generator_ema.update_parameters(self.generator)
-        # Recorded only on the minibatches the loggers write and each epoch's first (so every epoch has a value):
-        # the ``*_epoch`` values average those minibatches.
-        if self.train_metrics_due():
-            logged = {k: v.detach() for k, v in d_terms.items()} | {"g_loss": g_loss.detach()}
-            self.log_stage("train", logged, batch_size=m, on_step=True, on_epoch=True, prog_bar=True)
+        return d_terms, g_loss
+
+    def _simultaneous_steps(self, x: Tensor, opt_d: Any, opt_g: Any) -> tuple[dict[str, Tensor], Tensor]:
+        """grad_G L_G(G, D) and grad_D L_D(G, D) at the same (G, D) and the same fakes G(z), then both steps.
+
+        G steps first: its backward runs through D's weights before D's step changes them in place; D's loss then
+        judges the very same fakes, detached, with those unchanged weights.
+        """
+        fake = self._squash(self.generator(self.noise(x.shape[0])))
+        with self.toggled_optimizer(opt_g):
+            g_loss = self.loss.generator_loss(self.discriminate(fake))
+            self.optimize(opt_g, g_loss, "train/g_loss")
+        d_terms = self.discriminator_objective(x, fake.detach())
+        self.optimize(opt_d, d_terms["d_loss"], "train/d_loss")
+        return d_terms, g_loss
 
     # -- evaluation ---------------------------------------------------------------------------------
     def evaluate(self, x: Tensor, y: Tensor | None) -> dict[str, Tensor]:
