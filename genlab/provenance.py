@@ -21,12 +21,18 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 
 
+# What runs write into the checkout (genlab.table's records and rendered results): not code, so not dirt.
+RESULTS = ("experiments/tables", "experiments/RESULTS.md", "experiments/curves")
+
+
 def git_commit(repo: Path = REPO) -> tuple[str | None, bool]:
-    """(HEAD's 10-digit hash, whether tracked files differ from it) of ``repo``; (None, False) outside git."""
+    """(HEAD's 10-digit hash, whether tracked files other than RESULTS differ from it) of ``repo``; (None, False)
+    outside git."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=repo, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=repo, capture_output=True).returncode
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ":/", *(f":(top,exclude){p}" for p in RESULTS)],
+                               cwd=repo, capture_output=True).returncode
     except (OSError, subprocess.CalledProcessError):
         return None, False
     return head, dirty != 0
