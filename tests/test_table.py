@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -120,6 +123,21 @@ def test_a_run_from_uncommitted_code_is_recorded_only_when_allowed_and_says_so(t
     assert table_runner.record(table, job, allow_dirty=True)["provenance"]["dirty"] is True
     render(table)
     assert "commit 0123456789 with uncommitted changes (seeds 0)" in table.results.read_text()
+
+
+def test_a_run_of_a_live_runner_is_running_until_it_finishes_and_is_recorded_once(tmp_path: Path) -> None:
+    table, out = load_table(str(write_table(tmp_path, MINE))), tmp_path / "runs"
+    folder = table_runner.plan(table, "short", ["ae"], [0], out)[0].folder
+    folder.mkdir(parents=True)
+    (folder / table_runner.OWNER).write_text("short")
+    folder.with_suffix(".running").write_text(json.dumps([socket.gethostname(), os.getpid()]))  # this process: alive
+    assert table_runner.plan(table, "short", ["ae"], [0], out)[0].state == table_runner.RUNNING
+    shutil.rmtree(folder)
+    job = fake_run(folder, dirty=False)  # its metrics.json: finished, while the multirun's other runs go on
+    (folder / table_runner.OWNER).write_text("short")
+    assert table_runner.plan(table, "short", ["ae"], [0], out)[0].state == table_runner.FINISHED
+    first = table_runner.record(table, job, allow_dirty=False)
+    assert table_runner.record(table, job, allow_dirty=False) == first and len(table.recorded()) == 1  # a 2nd runner
 
 
 @pytest.mark.parametrize(("change", "message"), [

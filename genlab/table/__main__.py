@@ -54,10 +54,14 @@ def plan(table: Table, budget: str, rows: Sequence[str], seeds: Sequence[int], o
             where = out.resolve() / table.name / root / re.sub(r"[^A-Za-z0-9.]+", "_", row).strip("_") / f"seed{seed}"
             owner = (where / OWNER).read_text() if (where / OWNER).is_file() else None
             shorter, ckpt = records.get((row, earlier, seed)), (where / "checkpoints" / "last.ckpt").is_file()
-            if (row, budget, seed) in records or alive(where.with_suffix(".running")):
-                state = DONE if (row, budget, seed) in records else RUNNING
+            if (row, budget, seed) in records:
+                state = DONE
+            elif owner == budget and (where / "metrics.json").is_file():
+                state = FINISHED  # a multirun records its runs when the last one ends
+            elif alive(where.with_suffix(".running")):
+                state = RUNNING
             elif owner == budget:
-                state = FINISHED if (where / "metrics.json").is_file() else RESUMABLE if ckpt else MISSING
+                state = RESUMABLE if ckpt else MISSING
             else:
                 state = MISSING if owner is None else CONTINUES if owner == earlier and shorter and ckpt else \
                     f"folder taken by {owner}"
@@ -77,6 +81,8 @@ def alive(marker: Path) -> bool:
 
 def record(table: Table, job: Job, allow_dirty: bool, extra: Sequence[str] = ()) -> dict[str, Any] | None:
     """Append the finished run in ``job.folder`` to the records; from uncommitted code only with ``allow_dirty``."""
+    if earlier := [r for r in table.recorded() if (r["row"], r["budget"], r["seed"]) == (job.row, job.budget, job.seed)]:
+        return earlier[0]  # recorded meanwhile by another runner (a finished run shows as such while its own runs)
     metrics = json.loads((job.folder / "metrics.json").read_text())
     prov = {**metrics.get("provenance", {}), "cpu_matmul": metrics.get("cpu_matmul")}
     if prov.get("dirty") and not allow_dirty:
