@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 from test_vae_model import quiet_trainer
 
@@ -84,6 +85,27 @@ def test_fit_prior_copies_the_sklearn_mixture() -> None:
     reference = GaussianMixture(3, covariance_type="diag", random_state=0).fit(means.double().numpy())
     np.testing.assert_allclose(np.sort(gmm.means_[:, 0]), np.sort(reference.means_[:, 0]), rtol=1e-6)
     assert bool(model.prior_fitted)
+
+
+def test_kmeans_start_is_the_share_mean_and_variance_of_each_sklearn_kmeans_cluster() -> None:
+    model = build(VaDE, n_clusters=3, prior_init="kmeans", gmm_n_init=4)
+    rng = np.random.default_rng(0)
+    codes = torch.tensor(np.concatenate([rng.normal(c, s, (n, 2)) for c, s, n in ((-2, 0.3, 60), (0, 0.1, 30),
+                                                                                   (3, 0.6, 90))]), dtype=torch.float32)
+    assert model.fit_prior(codes, seed=0) is None  # no EM step
+    x = codes.double().numpy()
+    labels = KMeans(3, n_init=4, random_state=0).fit_predict(x)
+    log_pi, mu, log_var = (p.detach().numpy() for p in model.prior_params())
+    for c in range(3):
+        np.testing.assert_allclose(np.exp(log_pi[c]), np.mean(labels == c), rtol=1e-6)
+        np.testing.assert_allclose(mu[c], x[labels == c].mean(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.exp(log_var[c]), x[labels == c].var(0) + 1e-6, rtol=1e-4)
+    # per cluster, not pooled: the three spreads 0.3, 0.1 and 0.6 come back (shares 1/3, 1/6, 1/2)
+    order = np.argsort(mu[:, 0])
+    np.testing.assert_allclose(np.exp(log_pi[order]), [1 / 3, 1 / 6, 1 / 2], atol=1e-6)
+    np.testing.assert_allclose(np.sqrt(np.exp(log_var[order]).mean(1)), [0.3, 0.1, 0.6], rtol=0.25)
+    with pytest.raises(ConfigError, match="prior_init"):
+        build(VaDE, prior_init="em")
 
 
 def test_pretraining_leaves_the_prior_alone_then_the_mixture_is_fitted_and_clusters_are_scored(tmp_path) -> None:

@@ -30,6 +30,7 @@ from genlab.losses.distributions import floor_log_var
 from genlab.losses.vade import gmm_log_density, gmm_log_responsibilities, gmm_responsibilities, vade_kl
 from genlab.metrics.clustering import ClusteringScores
 from genlab.models.lr_schedules import constant
+from genlab.models.mixture_start import PRIOR_INIT, initial_mixture
 from genlab.models.vade_pretrain import AutoencoderPretraining, log_rows, start_scores
 from genlab.models.vae import VAE
 
@@ -57,6 +58,7 @@ class VaDE(VAE):
         n_clusters: int = 10,
         pretrain_epochs: int = 10,
         gmm_n_init: int = 1,
+        prior_init: str = "gmm",
         posterior_var_init: float | None = 0.1,
         finetune_lr_factor: float = 1.0,
         eval_on: str = "test",
@@ -67,6 +69,7 @@ class VaDE(VAE):
         self.n_clusters = positive_int("n_clusters", n_clusters)
         self.pretrain_epochs = positive_int("pretrain_epochs", pretrain_epochs, allow_zero=True)
         self.gmm_n_init = positive_int("gmm_n_init", gmm_n_init)
+        self.prior_init = one_of("prior_init", prior_init, PRIOR_INIT)
         if posterior_var_init is not None:
             positive("posterior_var_init", posterior_var_init)
         self.posterior_var_init = posterior_var_init
@@ -127,9 +130,9 @@ class VaDE(VAE):
         return self.responsibilities(x).argmax(-1)
 
     def fit_prior(self, latent_means: Tensor, seed: int, raw_log_vars: Tensor | None = None) -> GaussianMixture | None:
-        """Initialise (pi, mu_c, s_c^2) from a diagonal GaussianMixture fitted to latent means (N, J).
-
-        The mixture is the best of ``gmm_n_init`` EM restarts by log-likelihood. With ``raw_log_vars`` (the
+        """Initialise (pi, mu_c, s_c^2) from the mixture ``prior_init`` fits to latent means (N, J); return the
+        GaussianMixture where that is EM's (``gmm``: the best of ``gmm_n_init`` EM restarts by log-likelihood;
+        ``kmeans``: the moments of the best of ``gmm_n_init`` k-means partitions, genlab/models/mixture_start.py). With ``raw_log_vars`` (the
         encoder's unshifted log-variances on the same data) and ``posterior_var_init`` set, ``log_var_shift``
         makes the data-average log q-variance of dim j equal log(posterior_var_init * min_c s_cj^2).
 
@@ -138,12 +141,12 @@ class VaDE(VAE):
         """
         gmm = None
         if not distributed() or torch.distributed.get_rank() == 0:
-            gmm = GaussianMixture(self.n_clusters, covariance_type="diag", n_init=self.gmm_n_init,
-                                  random_state=seed).fit(latent_means.detach().double().cpu().numpy())
+            (weights, means, variances), gmm = initial_mixture(latent_means.detach().double().cpu().numpy(),
+                                                                self.n_clusters, self.prior_init, self.gmm_n_init, seed)
             with torch.no_grad():
-                self.mixture_logits.copy_(torch.as_tensor(np.log(gmm.weights_)))
-                self.cluster_means.copy_(torch.as_tensor(gmm.means_))
-                self.cluster_log_vars.copy_(torch.as_tensor(np.log(gmm.covariances_)))
+                self.mixture_logits.copy_(torch.as_tensor(np.log(weights)))
+                self.cluster_means.copy_(torch.as_tensor(means))
+                self.cluster_log_vars.copy_(torch.as_tensor(np.log(variances)))
                 if raw_log_vars is not None and self.posterior_var_init is not None:
                     target = math.log(self.posterior_var_init) + self.cluster_log_vars.min(0).values
                     self.log_var_shift.copy_(target - raw_log_vars.to(target).mean(0))

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from sklearn.mixture import GaussianMixture
 from torch import Tensor
 
 from genlab.checks import ConfigError, one_of, positive_int
 from genlab.losses.vade import gmm_responsibilities
 from genlab.metrics.clustering import clustering_scores
 from genlab.models.base import OptimizerFactory
+from genlab.models.mixture_start import initial_mixture
 
 if TYPE_CHECKING:
     from genlab.models.vade import VaDE
@@ -63,10 +63,13 @@ def encoder_outputs(model: VaDE, x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def gmm_start_scores(model: VaDE, codes: Tensor, all_codes: Tensor, labels: Tensor, seed: int) -> dict[str, float]:
-    """acc/nmi/ari of the GMM the initialisation would fit on ``codes`` (same restarts, same seed), on ``all_codes``."""
-    gmm = GaussianMixture(model.n_clusters, covariance_type="diag", n_init=model.gmm_n_init, random_state=seed)
-    gmm.fit(codes.double().cpu().numpy())
-    return clustering_scores(gmm.predict(all_codes.double().cpu().numpy()), labels.cpu().numpy())
+    """acc/nmi/ari of the mixture the initialisation would fit on ``codes`` (same method, restarts and seed), on
+    ``all_codes``: argmax_c of its responsibilities."""
+    (weights, means, variances), _ = initial_mixture(codes.double().cpu().numpy(), model.n_clusters, model.prior_init,
+                                                     model.gmm_n_init, seed)
+    params = [torch.as_tensor(a) for a in (np.log(weights), means, np.log(variances))]
+    clusters = gmm_responsibilities(all_codes.double().cpu(), *params).argmax(-1)
+    return clustering_scores(clusters.numpy(), labels.cpu().numpy())
 
 
 def log_rows(model: VaDE, metrics: dict[str, float], step: int) -> None:
