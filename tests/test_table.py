@@ -16,6 +16,7 @@ from conftest import REPO
 from hydra import compose, initialize_config_dir
 
 from genlab import provenance
+from genlab.compare.curves import late_change
 from genlab.compare.groups import Stat
 from genlab.config import product  # noqa: F401 - registers ${mul:...}, as `python -m genlab` does at start
 from genlab.table import TableError, load_table, table_names
@@ -203,12 +204,23 @@ def test_every_shipped_table_loads_and_its_runs_compose() -> None:
         assert cfg.model.optimizer_g.lr == cfg.model.optimizer_d.lr == 1e-3 and cfg.model.optimizer_d.betas == [0.5, 0.999]
 
 
+def test_late_change_is_the_plateau_test_last_fifth_against_the_fifth_before() -> None:
+    # steps 1,000-10,000: the last fifth is 9,000 and 10,000 (mean 0.8), the fifth before 7,000 and 8,000 (0.6);
+    # the value at half the run (5,000: 0.1) plays no part.
+    climb = [(1000 * i, v) for i, v in enumerate([0.0, 0.0, 0.0, 0.0, 0.1, 0.3, 0.5, 0.7, 0.8, 0.8], start=1)]
+    assert late_change(climb) == pytest.approx(0.2)
+    assert late_change([(s, 0.9) for s, _ in climb]) == 0.0
+    assert late_change(climb, share=0.5) == pytest.approx(0.62 - 0.02)  # halves: 6,000-10,000 and 1,000-5,000
+    assert late_change(climb[:1]) is None and late_change([]) is None  # no window before the last fifth
+
+
 def test_the_recorded_pacgan_ring_table_gives_the_numbers_of_its_runs(tmp_path: Path) -> None:
     text = render(load_table("pacgan_ring"), tmp_path / "RESULTS.md").read_text()
     line = next(ln for ln in text.splitlines() if ln.startswith("| GAN | cpu |"))
-    # 5 seeds at 20,000 generator steps: modes 7.8 ± 0.2, high quality 78.2 ± 7.6 %, reverse KL 0.30 ± 0.10; since
-    # 10,000 steps modes fell by 0.2 and high quality rose by 3.8 points (seeds 0-4: +26.5, -13.6, +22.7, +16.6, -33.0).
-    assert "| **7.8 ± 0.2** | **78.2 ± 7.6** | **0.30 ± 0.10** | **-0.2 ± 0.2** | **3.8 ± 11.6** | " \
+    # 5 seeds at 20,000 generator steps: modes 7.8 ± 0.2, high quality 78.2 ± 7.6 %, reverse KL 0.30 ± 0.10; the mean
+    # over steps 17,000-20,000 minus that over 13,000-16,000: modes 0, -0.25, 0, -0.5, 0 and high quality +2.95,
+    # -17.23, +0.42, +6.64, +4.32 points (seeds 0-4).
+    assert "| **7.8 ± 0.2** | **78.2 ± 7.6** | **0.30 ± 0.10** | **-0.1 ± 0.1** | **-0.6 ± 4.3** | " \
            "6.3 ± 0.5 / 98.2 ± 0.2 / 0.45 ± 0.09 | better / worse / within 2 SE | 0, 1, 2, 3, 4 |" in line
     picture = matplotlib.image.imread(tmp_path / "curves" / "pacgan_ring.png")
     assert picture.ndim == 3 and picture[..., :3].std() > 0.05  # drawn, not a blank canvas

@@ -64,13 +64,15 @@ def pick(curves: dict[str, Points], metric: str) -> tuple[str, Points] | None:
     return None
 
 
-def late_change(points: Points) -> tuple[float, int] | None:
-    """(last value - the value at the point nearest half the last step, that step): near 0 once a curve has
-    plateaued over its second half; None with fewer than two points."""
-    if len(points) < 2:
+def late_change(points: Points, share: float = 0.2) -> float | None:
+    """Mean value over the last ``share`` of the steps minus the mean over the ``share`` before it: within noise of
+    0 once a curve has plateaued; None when either window holds no point."""
+    if not points:
         return None
-    half = min(points[:-1], key=lambda p: abs(p[0] - points[-1][0] / 2))
-    return points[-1][1] - half[1], half[0]
+    end = points[-1][0]
+    last = [v for x, v in points if x > end * (1 - share)]
+    before = [v for x, v in points if end * (1 - 2 * share) < x <= end * (1 - share)]
+    return sum(last) / len(last) - sum(before) / len(before) if last and before else None
 
 
 @dataclass

@@ -31,7 +31,7 @@ class Column:
     label: str = II(".metric")  # default: the metric
     digits: int = 2
     scale: float = 1.0  # 100 for a percentage
-    late_change: bool = False  # the change of the metric's curve over the second half of each run, not its end
+    late_change: bool = False  # each run's curve: mean over its last fifth of steps - mean over the fifth before
 
 
 @dataclass

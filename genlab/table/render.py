@@ -33,12 +33,12 @@ def pm(mean: float, se: float | None, digits: int) -> str:
 
 
 def value(rec: dict[str, Any], column: Column) -> float:
-    """A run's final ``column.metric``; for a ``late_change`` column, its curve's last value minus the value near
-    half the run (near 0 once the curve has plateaued)."""
+    """A run's final ``column.metric``; for a ``late_change`` column, its curve's mean over the last fifth of the
+    steps minus the mean over the fifth before it (the plateau test: near 0 once the curve has flattened)."""
     if not column.late_change:
         return rec["metrics"].get(column.metric, math.nan)
     change = late_change(rec["curve"].get(column.metric, []))
-    return math.nan if change is None else change[0]
+    return math.nan if change is None else change
 
 
 def cost(table: Table, recs: Records) -> str:
