@@ -219,14 +219,15 @@ class VaDE(VAE):
             self.log_start()
 
     def log_start(self) -> None:
-        """Log ``init/acc|nmi|ari``: the clustering VaDE starts from (the autoencoder + GMM), on all splits."""
+        """Log ``init/acc|nmi|ari`` on all splits: the clustering VaDE starts from (autoencoder + GMM or k-means)."""
         datamodule = self.trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "split_tensors"):
             return
         scores = self.start = start_scores(self)
         log_rows(self, {f"init/{k}": v for k, v in scores.items()}, step=self.global_step)
         if self.global_rank == 0:
-            print(f"VaDE start (autoencoder + GMM) at epoch {self.current_epoch}: acc {scores['acc']:.4f} "
+            start = {"gmm": "GMM", "kmeans": "k-means"}[self.prior_init]
+            print(f"VaDE start (autoencoder + {start}) at epoch {self.current_epoch}: acc {scores['acc']:.4f} "
                   f"nmi {scores['nmi']:.4f} ari {scores['ari']:.4f}", flush=True)
 
     def pretrain_loss(self, x: Tensor, inputs: Tensor | None = None) -> Tensor:
