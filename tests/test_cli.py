@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,17 @@ def test_default_run_writes_images_and_prints_its_folder(tmp_path):
 
 # Same seed, same numbers (AE, VAE, IWAE, GAN): tests/test_determinism.py.
 # Bad input through the CLI: tests/test_bad_input.py (BAD_INPUTS moved there and extended).
+
+
+def test_the_readme_lists_every_option_of_each_config_group() -> None:
+    # A preset without its line in the README's table of config groups is one that no reader finds.
+    table = (REPO / "README.md").read_text().split("## Config groups (`conf/`)\n\n", 1)[1].split("\n\n", 1)[0]
+    listed = {}
+    for line in table.splitlines()[2:]:
+        group, options = line.split("|")[1:3]
+        listed[group.strip(" `")] = set(re.findall(r"`([^`]+)`", options))
+    groups = {p.name for p in (REPO / "conf").iterdir() if p.is_dir()} - {"table", "hydra"}  # table: its own section
+    assert groups <= set(listed), f"config groups missing from the README: {sorted(groups - set(listed))}"
+    for group in groups:
+        shipped = {p.stem for p in (REPO / "conf" / group).glob("*.yaml")}
+        assert shipped <= listed[group], f"README, config group {group}: missing {sorted(shipped - listed[group])}"
