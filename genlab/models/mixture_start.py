@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 
-PRIOR_INIT = ("gmm", "kmeans")
+PRIOR_INIT = {"gmm": "GMM", "kmeans": "k-means"}  # model.prior_init: its name in messages
 Mixture = tuple[np.ndarray, np.ndarray, np.ndarray]  # weights (K,), means (K, J), variances (K, J)
 
 
@@ -19,7 +19,9 @@ def kmeans_mixture(codes: np.ndarray, k: int, n_init: int, seed: int) -> Mixture
             np.stack([m.var(0) + 1e-6 for m in members]))
 
 
-def initial_mixture(codes: np.ndarray, k: int, method: str, n_init: int, seed: int) -> tuple[Mixture, GaussianMixture | None]:
+def initial_mixture(
+    codes: np.ndarray, k: int, method: str, n_init: int, seed: int
+) -> tuple[Mixture, GaussianMixture | None]:
     """The start ``method`` fits to ``codes`` (N, J), and the GaussianMixture where it is EM's: "gmm", the best of
     ``n_init`` diagonal-GMM EM restarts by log-likelihood; "kmeans", :func:`kmeans_mixture`."""
     if method == "kmeans":

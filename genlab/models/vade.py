@@ -132,9 +132,10 @@ class VaDE(VAE):
     def fit_prior(self, latent_means: Tensor, seed: int, raw_log_vars: Tensor | None = None) -> GaussianMixture | None:
         """Initialise (pi, mu_c, s_c^2) from the mixture ``prior_init`` fits to latent means (N, J); return the
         GaussianMixture where that is EM's (``gmm``: the best of ``gmm_n_init`` EM restarts by log-likelihood;
-        ``kmeans``: the moments of the best of ``gmm_n_init`` k-means partitions, genlab/models/mixture_start.py). With ``raw_log_vars`` (the
-        encoder's unshifted log-variances on the same data) and ``posterior_var_init`` set, ``log_var_shift``
-        makes the data-average log q-variance of dim j equal log(posterior_var_init * min_c s_cj^2).
+        ``kmeans``: the moments of the best of ``gmm_n_init`` k-means partitions; genlab/models/mixture_start.py).
+        With ``raw_log_vars`` (the encoder's unshifted log-variances on the same data) and ``posterior_var_init``
+        set, ``log_var_shift`` makes the data-average log q-variance of dim j equal
+        log(posterior_var_init * min_c s_cj^2).
 
         Under DDP rank zero alone fits and broadcasts the prior to the other ranks (which return None): DDP
         broadcasts parameters only when it wraps the model, so replicas fitted apart could start out of step.
@@ -226,9 +227,8 @@ class VaDE(VAE):
         scores = self.start = start_scores(self)
         log_rows(self, {f"init/{k}": v for k, v in scores.items()}, step=self.global_step)
         if self.global_rank == 0:
-            start = {"gmm": "GMM", "kmeans": "k-means"}[self.prior_init]
-            print(f"VaDE start (autoencoder + {start}) at epoch {self.current_epoch}: acc {scores['acc']:.4f} "
-                  f"nmi {scores['nmi']:.4f} ari {scores['ari']:.4f}", flush=True)
+            print(f"VaDE start (autoencoder + {PRIOR_INIT[self.prior_init]}) at epoch {self.current_epoch}: "
+                  f"acc {scores['acc']:.4f} nmi {scores['nmi']:.4f} ari {scores['ari']:.4f}", flush=True)
 
     def pretrain_loss(self, x: Tensor, inputs: Tensor | None = None) -> Tensor:
         """The autoencoder pretraining loss: -log p(x | z = E_q[z | inputs]), batch mean (no noise, no prior).
