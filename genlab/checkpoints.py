@@ -8,7 +8,8 @@ which VAE reparametrisation and GAN noise draw from: :class:`ResumableRNG` adds 
 loader its saved position back only when it resumes inside an epoch: from a checkpoint written at an epoch end
 (the ``last.ckpt`` of a finished run) the rebuilt loader would start over at epoch 0, and under
 ``limit_train_batches`` < 1 the saved position is inside an epoch Lightning has finished. :class:`LoaderEpoch`
-tells the loader the trainer's epoch at every epoch start, which is right in both cases.
+tells the loader the trainer's epoch at every epoch start, which is right in both cases. :class:`RunClock` adds the
+seconds the run has spent so far, so that a resumed run's cost (``provenance.earlier``) is all of it.
 
 Several processes (DDP): Lightning seeds every rank alike, so :class:`ResumableRNG` moves each rank r > 0 to
 streams of its own (:func:`seed_rank_streams`), and its checkpoints hold every rank's states, each restored on its
@@ -20,6 +21,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -141,6 +143,27 @@ class LoaderEpoch(L.Callback):
         set_epoch = getattr(trainer.train_dataloader, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(trainer.current_epoch)
+
+
+class RunClock(L.Callback):
+    """The wall and CPU seconds of a run's processes up to each of its checkpoints, kept in the checkpoint.
+
+    ``state_dict`` (written into every checkpoint) is the time of the earlier processes, restored from the checkpoint
+    this process resumed from (``earlier``), plus this process's since :func:`genlab.provenance.start`. Time a process
+    spent after its last checkpoint is lost with it: its work is done again, and counted then.
+    """
+
+    def __init__(self, started: dict[str, Any]) -> None:
+        self.started = started
+        self.earlier = {"wall_s": 0.0, "cpu_s": 0.0, "processes": 0}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"wall_s": self.earlier["wall_s"] + time.perf_counter() - self.started["wall"],
+                "cpu_s": self.earlier["cpu_s"] + time.process_time() - self.started["cpu"],
+                "processes": self.earlier["processes"] + 1}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.earlier = {k: state_dict[k] for k in ("wall_s", "cpu_s", "processes")}
 
 
 class LastCheckpoint(Checkpoint):

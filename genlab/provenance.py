@@ -1,8 +1,11 @@
 """Where a run's numbers came from besides its config: the code (git commit), the machine, its load, the cost.
 
 ``train()`` calls :func:`start` first and writes :func:`finish`'s dict into ``metrics.json`` as ``provenance``, so
-every run carries it. A checkout whose tracked files differ from HEAD is ``dirty``: the commit alone does not
-give back the code that ran (untracked files are not looked at).
+every run carries it. A run resumed from a checkpoint (``ckpt_path=last`` after a kill, or a longer budget trained on)
+also carries ``earlier``: the seconds its earlier processes spent up to that checkpoint, which
+:class:`genlab.checkpoints.RunClock` keeps in every checkpoint, so that the run's cost is all of it, not only its last
+process's. A checkout whose tracked files differ from HEAD is ``dirty``: the commit alone does not give back the code
+that ran (untracked files are not looked at).
 """
 
 from __future__ import annotations
@@ -54,8 +57,10 @@ def start() -> dict[str, Any]:
             "load": os.getloadavg()[0], "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
-def finish(started: dict[str, Any], device: torch.device | None = None) -> dict[str, Any]:
-    """The run's provenance: commit, machine, threads, wall and CPU seconds of this process, 1-min load average."""
+def finish(started: dict[str, Any], device: torch.device | None = None,
+           earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's provenance: commit, machine, threads, wall and CPU seconds of this process, 1-min load average, and
+    ``earlier`` (:class:`~genlab.checkpoints.RunClock`'s) when it resumed from a checkpoint of earlier processes."""
     machine = f"{cpu_model()}, {os.cpu_count()} cores"
     if device is not None and device.type == "cuda":
         machine += f", {torch.cuda.get_device_name(device)}"
@@ -65,7 +70,8 @@ def finish(started: dict[str, Any], device: torch.device | None = None) -> dict[
         "wall_s": round(time.perf_counter() - started["wall"], 1),
         "cpu_s": round(time.process_time() - started["cpu"], 1),  # this process's threads, not loader workers
         "load": {"start": round(started["load"], 2), "end": round(os.getloadavg()[0], 2)},
-    }
+    } | ({"earlier": {k: round(v, 1) if k != "processes" else v for k, v in earlier.items()}}
+         if earlier and earlier["processes"] else {})
 
 
 def describe(provenances: Sequence[dict[str, Any]], seeds: Sequence[int]) -> list[str]:

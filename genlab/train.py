@@ -23,7 +23,7 @@ from genlab import console, cpu_matmul, provenance
 from genlab.accelerator import check_accelerator
 from genlab.callbacks.interrupt import Interrupted, resume_command
 from genlab.checkpoint_check import check_resumable
-from genlab.checkpoints import LoaderEpoch, ResumableRNG
+from genlab.checkpoints import LoaderEpoch, ResumableRNG, RunClock
 from genlab.checks import ConfigError
 from genlab.config import instantiate_checked, validate_config
 from genlab.data.idx import DataFileError
@@ -114,7 +114,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = instantiate_group(cfg, "callbacks")
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback when bars are off
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    callbacks += [ResumableRNG(), LoaderEpoch()]  # RNG states in checkpoints, the loader's epoch: exact resume
+    clock = RunClock(started)  # the time of earlier processes, carried in the checkpoints
+    callbacks += [ResumableRNG(), LoaderEpoch(), clock]  # RNG states in checkpoints, the loader's epoch: exact resume
     loggers = instantiate_group(cfg, "logger")
     # DDP: a parameter-free model runs in one process; a local sweep of DDP jobs, or plain ddp where some
     # parameters get no gradient, is refused (genlab/ddp.py)
@@ -131,6 +132,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_path is not None:
         check_resumable(ckpt_path, model)  # a short message instead of Lightning's unpickling traceback
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    earlier = dict(clock.earlier)  # restored by fit from ckpt_path's checkpoint, if any
     metrics: dict[str, Any] = {"model": choice("model"), "data": choice("data"), "seed": cfg.seed, "cpu_matmul": matmul}
     metrics.update(scalar_metrics(trainer.callback_metrics))
 
@@ -140,7 +142,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update({k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")})
 
     if trainer.is_global_zero:
-        metrics["provenance"] = provenance.finish(started, trainer.strategy.root_device)
+        metrics["provenance"] = provenance.finish(started, trainer.strategy.root_device, earlier)
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         hints = sync_hints(trainer.loggers)  # before publish_summary, which finishes the W&B runs

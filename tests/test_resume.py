@@ -3,6 +3,7 @@ run ends (weights, both GAN optimizers, metrics), and genlab checkpoints load wi
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -93,6 +94,11 @@ def test_killed_and_finished_runs_resume_to_the_uninterrupted_result(tmp_path):
     for m in GROUP_OF:
         assert_same_run(killed[m], reference[m], m, 2 * MIN_BATCHES_PER_EPOCH, epoch=1, stopped_in=(0,))
         assert_same_run(finished[m], reference[m], m, 2 * MIN_BATCHES_PER_EPOCH, epoch=1)
+        # The cost of a resumed run counts its first process up to the checkpoint it resumed from.
+        prov = [json.loads((run / "metrics.json").read_text())["provenance"] for run in (killed[m], finished[m])]
+        assert [p["earlier"]["processes"] for p in prov] == [1, 1], m
+        assert all(p["earlier"]["wall_s"] > 0 and p["earlier"]["cpu_s"] > 0 for p in prov), m
+        assert "earlier" not in json.loads((reference[m] / "metrics.json").read_text())["provenance"]
     # The scheduler ran through the resume: two epochs of halving.
     vae = final_state(killed["vae"])
     assert vae["lr_schedulers"] and vae["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-3 / 4)

@@ -19,7 +19,7 @@ from genlab import provenance
 from genlab.compare.curves import late_change
 from genlab.compare.groups import Stat
 from genlab.config import product  # noqa: F401 - registers ${mul:...}, as `python -m genlab` does at start
-from genlab.table import TableError, load_table, table_names
+from genlab.table import TableError, load_table, table_names, total
 from genlab.table import __main__ as table_runner
 from genlab.table.__main__ import main
 from genlab.table.render import render, section
@@ -59,6 +59,10 @@ def test_my_table_runs_continues_to_the_longer_budget_resumes_and_renders(tmp_pa
     # The run's own clock, in seconds: inside the time this test has taken so far (a clock in other units, or the
     # absolute perf_counter, would not be).
     assert 0 < prov["wall_s"] < time.monotonic() - started and prov["threads"] == 1
+    # The shorter run's process, up to the checkpoint trained on from, is part of the longer run's cost.
+    short_wall = recs[("ae", "short", 0)]["provenance"]["wall_s"]
+    assert prov["earlier"]["processes"] == 1 and 0 < prov["earlier"]["wall_s"] <= short_wall
+    assert total(long, "wall_s") == pytest.approx(prov["wall_s"] + prov["earlier"]["wall_s"])
     assert prov["cpu_matmul"] == "blas"  # the suite's seeded verdict, read by the run
     assert (prov["commit"], prov["dirty"]) == provenance.git_commit()
     assert prov["machine"].startswith(provenance.cpu_model()) and prov["load"]["start"] >= 0
@@ -104,6 +108,15 @@ def test_my_table_runs_continues_to_the_longer_budget_resumes_and_renders(tmp_pa
     stat = Stat.of(values)
     assert f"**{stat.mean:.3f} ± {stat.sem:.3f}**" in rows[2] and "| 5.000 ± 0.100 |" in rows[2]
     assert "Eight dimensions reconstruct better" in text and (tmp_path / "a" / "curves" / "mine.png").stat().st_size
+
+
+def test_a_runs_cost_adds_its_earlier_processes_or_for_older_records_the_run_it_continued():
+    continued = {"budget": "short", "wall_s": 100.0, "cpu_s": 90.0}
+    older = {"provenance": {"wall_s": 60.0, "cpu_s": 50.0}, "continued_from": continued}
+    clocked = {"provenance": {"wall_s": 60.0, "cpu_s": 50.0, "earlier": {"wall_s": 130.0, "cpu_s": 95.0,
+                                                                        "processes": 2}}, "continued_from": continued}
+    assert [total(r, "wall_s") for r in (older, clocked)] == [160.0, 190.0]  # the earlier processes include `short`
+    assert total({"provenance": {"wall_s": 60.0, "cpu_s": 50.0}}, "cpu_s") == 50.0
 
 
 def fake_run(folder: Path, dirty: bool) -> table_runner.Job:

@@ -90,8 +90,12 @@ class Table:
 
 
 def total(rec: dict[str, Any], what: str) -> float:
-    """Wall or CPU seconds of a recorded run with those of the run it continued."""
-    return (rec["provenance"].get(what) or 0.0) + (rec.get("continued_from") or {}).get(what, 0.0)
+    """Wall or CPU seconds of a recorded run with those of its earlier processes: the ``earlier`` time its checkpoint
+    carried (every resume, the run it continued included), or, for runs from before checkpoints carried time, the
+    recorded run it continued."""
+    prov = rec["provenance"]
+    before = prov["earlier"] if prov.get("earlier") else rec.get("continued_from") or {}
+    return (prov.get(what) or 0.0) + before.get(what, 0.0)
 
 
 def table_names() -> list[str]:
