@@ -64,14 +64,17 @@ def finish(started: dict[str, Any], device: torch.device | None = None,
     machine = f"{cpu_model()}, {os.cpu_count()} cores"
     if device is not None and device.type == "cuda":
         machine += f", {torch.cuda.get_device_name(device)}"
-    return {
+    prov = {
         "commit": started["commit"], "dirty": started["dirty"], "date": started["date"], "machine": machine,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "wall_s": round(time.perf_counter() - started["wall"], 1),
         "cpu_s": round(time.process_time() - started["cpu"], 1),  # this process's threads, not loader workers
         "load": {"start": round(started["load"], 2), "end": round(os.getloadavg()[0], 2)},
-    } | ({"earlier": {k: round(v, 1) if k != "processes" else v for k, v in earlier.items()}}
-         if earlier and earlier["processes"] else {})
+    }
+    if earlier and earlier["processes"]:
+        prov["earlier"] = {"wall_s": round(earlier["wall_s"], 1), "cpu_s": round(earlier["cpu_s"], 1),
+                           "processes": earlier["processes"]}
+    return prov
 
 
 def describe(provenances: Sequence[dict[str, Any]], seeds: Sequence[int]) -> list[str]:
