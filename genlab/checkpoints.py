@@ -212,6 +212,12 @@ class LastCheckpoint(Checkpoint):
         if self._active(trainer):
             self.save(trainer)
 
+    def on_stage_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, epoch: int) -> None:
+        """After each epoch of a stage inside a hook (genlab/callbacks/stage_epoch.py): a run killed in a
+        pretraining of many minutes resumes from its last epoch."""
+        if self._active(trainer):
+            self.save(trainer)
+
 
 def load_genlab_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a genlab checkpoint on the CPU with ``weights_only=True``; a CheckpointError says what is wrong."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import functools
+import os
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -16,6 +18,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
+from genlab.callbacks.interrupt import InterruptCheckpoint, Interrupted
+from genlab.checkpoints import LastCheckpoint, LoaderEpoch, ResumableRNG
 from genlab.checks import ConfigError
 from genlab.data.digits import DigitsDataModule
 from genlab.models.vade import VaDE
@@ -75,6 +79,19 @@ def test_the_dec_preset_is_decs_recipe_then_vades_schedule() -> None:
     # the VaDE phase: Adam at the paper's floor rate 2e-4 from the first step, batch 100, scored on all 70k
     assert (cfg.model.optimizer.lr, cfg.model.lr_schedule, cfg.data.batch_size) == (2e-4, "constant", 100)
     assert model.eval_on == "all" and model.schedule_lr_factor() is None
+
+
+def test_the_stage_composes_with_the_tuned_digits_settings() -> None:
+    # conf/tuned/digits_vade.yaml's 60 in-loop pretraining epochs made model/pretrain=dec on digits a ConfigError
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        tuned = compose("config", overrides=["model=vade", "data=digits"])
+        staged = compose("config", overrides=["model=vade", "data=digits", "model/pretrain=dec"])
+        chosen = compose("config", overrides=["model=vade", "data=digits", "model.pretrain_epochs=30"])
+    assert (tuned.model.pretrain_epochs, tuned.trainer.max_epochs) == (60, 70)
+    assert (staged.model.pretrain_epochs, staged.trainer.max_epochs) == (0, 10)  # 10 VaDE epochs either way
+    assert chosen.model.pretrain_epochs == 30
+    model = instantiate(staged.model, data_shape=[1, 8, 8])
+    assert isinstance(model.pretrain, AutoencoderPretraining) and model.pretrain_epochs == 0
 
 
 @pytest.mark.parametrize(("likelihood", "loss"), [("bernoulli", "mse"), ("gaussian_fixed", "mse"), ("bernoulli", "nll")])
@@ -143,6 +160,56 @@ def test_a_resumed_run_does_not_pretrain_again_and_still_reports_its_start(tmp_p
     trainer.test(resumed, datamodule=DigitsDataModule(batch_size=64, seed=0), verbose=False)
     assert set(model.start) == {"acc", "nmi", "ari"} and resumed.start == model.start
     assert float(trainer.callback_metrics["test/init_acc"]) == pytest.approx(model.start["acc"])
+
+
+class AtStageEpoch(L.Callback):
+    """Does ``action`` at the end of the stage's epoch ``epoch``, before the checkpoint callbacks act there."""
+
+    def __init__(self, epoch: int, action) -> None:
+        self.epoch, self.action = epoch, action
+
+    def on_stage_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, epoch: int) -> None:
+        if (stage, epoch) == ("pretrain", self.epoch):
+            self.action()
+
+
+def sigterm() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def crash() -> None:
+    raise RuntimeError("the process dies here")  # as if killed: nothing after this point runs
+
+
+@pytest.mark.parametrize(("action", "stopped", "saved"), [(sigterm, Interrupted, 2), (crash, RuntimeError, 2)],
+                         ids=["sigterm", "killed"])
+def test_a_stage_stopped_mid_way_resumes_from_its_last_epoch_to_the_uninterrupted_weights(
+    tmp_path: Path, action, stopped: type[Exception], saved: int
+) -> None:
+    # SIGTERM at the end of stage epoch 2 stops there (it used to wait for the whole stage: 35 minutes for DEC's);
+    # a process dying at the end of epoch 3 leaves the last.ckpt of epoch 2. Either resumes to the same weights.
+    def callbacks(folder: Path, *extra: L.Callback) -> list[L.Callback]:
+        return [*extra, InterruptCheckpoint(str(folder)), LastCheckpoint(folder), ResumableRNG(), LoaderEpoch()]
+
+    options = {"enable_checkpointing": True, "max_epochs": 2, "limit_train_batches": 2}
+    whole = build(pretrain=stage(epochs=5, eval_every=2))
+    fit(whole, tmp_path / "whole", callbacks=callbacks(tmp_path / "whole" / "ckpt"), **options)
+    cut = build(pretrain=stage(epochs=5, eval_every=2))
+    folder = tmp_path / "cut" / "ckpt"
+    at = 2 if action is sigterm else 3
+    with pytest.raises(stopped):
+        fit(cut, tmp_path / "cut", callbacks=callbacks(folder, AtStageEpoch(at, action)), **options)
+    state = torch.load(folder / "last.ckpt", weights_only=True)
+    assert state["vade_pretrain"]["epochs_done"] == saved and not bool(state["state_dict"]["prior_fitted"])
+    assert state["global_step"] == 0 and state["epoch"] == 0
+    resumed = build(pretrain=stage(epochs=5, eval_every=2), seed=1)  # other weights: all must come from the file
+    fit(resumed, tmp_path / "resumed", callbacks=callbacks(folder), ckpt_path=str(folder / "last.ckpt"), **options)
+    assert resumed.pretrain.progress is None and bool(resumed.prior_fitted)
+    for key, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    assert resumed.start == whole.start
+    # the curve goes on where it stopped: epochs 4 and 5 in the resumed run's rows, the clock counting the first
+    assert [r["pretrain/epoch"] for r in rows(tmp_path / "resumed", "pretrain/")] == [4, 5]
 
 
 @pytest.mark.parametrize(("kwargs", "key"), [({"loss": "bce"}, "pretrain.loss"), ({"data": "test"}, "pretrain.data"),

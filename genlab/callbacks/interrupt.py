@@ -2,7 +2,8 @@
 
 Lightning alone turns Ctrl+C into a KeyboardInterrupt (exit 1, nothing saved unless a callback saves on
 exception) and SIGTERM into a stop at the next batch end (exit 0, nothing saved). With this callback both
-signals stop at the next batch end (or at the end of the validation epoch they arrive in), write the same
+signals stop at the next batch end (or at the end of the validation epoch they arrive in, or of the epoch of a
+stage inside a hook such as VaDE's pretraining: genlab/callbacks/stage_epoch.py), write the same
 ``last.ckpt`` that ``ckpt_path=last`` resumes from, and end the run with :class:`Interrupted`, which
 ``python -m genlab`` reports in one line with exit code 128 + the signal number (130 for SIGINT, 143 for
 SIGTERM). A second Ctrl+C while the batch finishes aborts at once, as Python does by default.
@@ -113,6 +114,10 @@ class InterruptCheckpoint(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
             self._stop_if_signalled(trainer)
+
+    def on_stage_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, epoch: int) -> None:
+        # A stage inside a hook (VaDE's pretraining) has no batch hooks: its epoch ends are the stop points.
+        self._stop_if_signalled(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()

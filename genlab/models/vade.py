@@ -211,7 +211,9 @@ class VaDE(VAE):
 
     def on_train_epoch_start(self) -> None:
         if not self.pretraining and not bool(self.prior_fitted):
-            seed = int(torch.randint(2**31 - 1, ()).item())
+            # a stage resumed mid-way keeps the seed it drew: the restored global RNG is already past that draw
+            resumed = self.pretrain.resumed_seed if self.pretrain is not None else None
+            seed = int(torch.randint(2**31 - 1, ()).item()) if resumed is None else resumed
             if self.pretrain is not None:
                 means, raw_log_vars = self.pretrain.run(self, seed)
             else:
@@ -264,10 +266,14 @@ class VaDE(VAE):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["vade_start"] = dict(self.start)
+        if self.pretrain is not None and self.pretrain.state_dict() is not None:  # written during the stage
+            checkpoint["vade_pretrain"] = self.pretrain.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         self.start = dict(checkpoint.get("vade_start") or {})
+        if self.pretrain is not None:
+            self.pretrain.load_state_dict(checkpoint.get("vade_pretrain"))
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()

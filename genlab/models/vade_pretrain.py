@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from genlab.callbacks.stage_epoch import stage_epoch_end
 from genlab.checks import ConfigError, one_of, positive_int
 from genlab.losses.vade import gmm_responsibilities
 from genlab.metrics.clustering import clustering_scores
@@ -104,6 +105,9 @@ class AutoencoderPretraining:
         self.loss = one_of("pretrain.loss", loss, PRETRAIN_LOSSES)
         self.data = one_of("pretrain.data", data, PRETRAIN_DATA)
         self.eval_every = positive_int("pretrain.eval_every", eval_every, allow_zero=True)
+        # While the stage runs (and in the checkpoints written then): the seed it drew, the epochs done, the
+        # optimizer's and the shuffle's states and the seconds spent; None before it starts and once it is done.
+        self.progress: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return (f"AutoencoderPretraining(epochs={self.epochs}, batch_size={self.batch_size}, loss={self.loss!r}, "
@@ -120,21 +124,41 @@ class AutoencoderPretraining:
     def scored(self, epoch: int) -> bool:
         return epoch == self.epochs or (self.eval_every > 0 and epoch % self.eval_every == 0)
 
+    def state_dict(self) -> dict[str, Any] | None:
+        """The stage's progress for a checkpoint (None when it is not running)."""
+        return self.progress
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Progress from a checkpoint written during the stage: :meth:`run` goes on after its last epoch."""
+        self.progress = state
+
+    @property
+    def resumed_seed(self) -> int | None:
+        """The seed of a stage restored mid-way (the restored global RNG is already past its draw), else None."""
+        return None if self.progress is None else int(self.progress["seed"])
+
     def run(self, model: VaDE, seed: int) -> tuple[Tensor, Tensor]:
         """Pretrain ``model`` in place; return the codes (E_q[z|x], raw log-variances) of the stage's images.
 
         Every scored epoch logs ``pretrain/epoch``, ``pretrain/loss``, ``pretrain/acc|nmi|ari`` and
-        ``pretrain/minutes`` (step = the pretraining epoch) and prints one line.
+        ``pretrain/minutes`` (step = the pretraining epoch) and prints one line. Every epoch ends in
+        ``on_stage_epoch_end`` of the trainer's callbacks (last.ckpt saved, a signal obeyed); a stage restored from
+        such a checkpoint (:meth:`load_state_dict`) goes on from there to the weights of one never stopped.
         """
         x, _ = split_images(model, SPLITS if self.data == "all" else ("train",), "model.pretrain")
         x_all, y_all = split_images(model, SPLITS, "model.pretrain")
         params = [*model.encoder.parameters(), *model.decoder.parameters()]
         optimizer = self.optimizer_factory(params)
         shuffle = torch.Generator().manual_seed(seed)
-        start = time.perf_counter()
+        first, spent = 1, 0.0
+        if self.progress is not None:
+            optimizer.load_state_dict(self.progress["optimizer"])
+            shuffle.set_state(self.progress["shuffle"])
+            first, spent = int(self.progress["epochs_done"]) + 1, float(self.progress["seconds"])
+        start = time.perf_counter() - spent
         was_training = model.training
         model.train()
-        for epoch in range(1, self.epochs + 1):
+        for epoch in range(first, self.epochs + 1):
             total = torch.zeros((), dtype=torch.float64)
             for idx in torch.randperm(len(x), generator=shuffle).split(self.batch_size):
                 xb = x[idx].to(model.device)
@@ -144,24 +168,36 @@ class AutoencoderPretraining:
                 model.ensure_finite(loss, "pretrain/loss")
                 optimizer.step()
                 total += loss.detach().double().cpu() * len(idx)
-            if not self.scored(epoch):
-                continue
-            row: dict[str, Any] = {"pretrain/epoch": epoch, "pretrain/loss": float(total) / len(x)}
-            codes, _ = encoder_outputs(model, x)
-            all_codes, _ = encoder_outputs(model, x_all)
-            scores = gmm_start_scores(model, codes, all_codes, y_all, seed)
-            row |= {f"pretrain/{k}": v for k, v in scores.items()}
-            row["pretrain/minutes"] = (time.perf_counter() - start) / 60
-            log_rows(model, row, step=epoch)
-            if model.global_rank == 0:
-                print(f"pretrain epoch {epoch}/{self.epochs}: loss {row['pretrain/loss']:.5f}, start acc "
-                      f"{scores['acc']:.4f} nmi {scores['nmi']:.4f} ({row['pretrain/minutes']:.1f} min)", flush=True)
+            if self.scored(epoch):
+                self.log_epoch(model, epoch, float(total) / len(x), (x, x_all, y_all), seed, start)
+            self.progress = {"seed": seed, "epochs_done": epoch, "optimizer": optimizer.state_dict(),
+                             "shuffle": shuffle.get_state(), "seconds": time.perf_counter() - start}
+            if epoch < self.epochs:  # after the last, the prior is fitted first: the next checkpoint has it
+                stage_epoch_end(model.trainer, model, "pretrain", epoch)
+        self.progress = None
         model.train(was_training)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # every rank ran the same stage from the same seed; rank zero's weights make the replicas equal for sure
             for tensor in params:
                 torch.distributed.broadcast(tensor.data, src=0)
         return encoder_outputs(model, x)
+
+
+    def log_epoch(self, model: VaDE, epoch: int, loss: float, data: tuple[Tensor, Tensor, Tensor], seed: int,
+                  start: float) -> None:
+        """Log and print the scored epoch's loss and the start a GMM fitted now would give (``data``: the stage's
+        images, every image, every label)."""
+        x, x_all, y_all = data
+        row: dict[str, Any] = {"pretrain/epoch": epoch, "pretrain/loss": loss}
+        codes, _ = encoder_outputs(model, x)
+        all_codes, _ = encoder_outputs(model, x_all)
+        scores = gmm_start_scores(model, codes, all_codes, y_all, seed)
+        row |= {f"pretrain/{k}": v for k, v in scores.items()}
+        row["pretrain/minutes"] = (time.perf_counter() - start) / 60
+        log_rows(model, row, step=epoch)
+        if model.global_rank == 0:
+            print(f"pretrain epoch {epoch}/{self.epochs}: loss {loss:.5f}, start acc {scores['acc']:.4f} nmi "
+                  f"{scores['nmi']:.4f} ({row['pretrain/minutes']:.1f} min)", flush=True)
 
 
 def start_scores(model: VaDE) -> dict[str, float]:
