@@ -39,6 +39,9 @@ IN_PROCESS = [
     ("wrong batch limit", ["trainer.limit_val_batches=all"], ["trainer.limit_val_batches='all'", "int", "float"]),
     ("missing data root", ["data=mnist", "paths.data_dir=/nonexistent/genlab-data"],
      ["/nonexistent/genlab-data", "GENLAB_DATA_DIR", "data.root"]),
+    ("idx wrong magic", ["data=mnist", "paths.data_dir={bad_magic}"],
+     ["train-images-idx3-ubyte", "magic", "data.download=true"]),
+    ("unreadable checkpoint", ["ckpt_path={garbage}"], ["garbage.ckpt", "cannot be read", "last.ckpt"]),
     ("idx truncated", ["data=mnist", "paths.data_dir={truncated}"],
      ["t10k-labels-idx1-ubyte", "truncated", "data.download=true"]),
     ("idx count mismatch", ["data=mnist", "paths.data_dir={mismatch}"],
@@ -51,9 +54,6 @@ IN_PROCESS = [
 CLI = [
     # Hydra's own composition errors exit with 1, genlab's checks with 2.
     ("unknown group option", ["model=vea"], ["model", "vea", "ae"]),
-    ("idx wrong magic", ["data=mnist", "paths.data_dir={bad_magic}"],
-     ["train-images-idx3-ubyte", "magic", "data.download=true"]),
-    ("unreadable checkpoint", ["ckpt_path={garbage}"], ["garbage.ckpt", "cannot be read", "last.ckpt"]),
 ]
 if not torch.cuda.is_available():  # this machine: a CPU build of torch, no GPU
     # Through the CLI: the message names the trainer= option chosen, which only a Hydra run knows.
