@@ -21,6 +21,7 @@ import torch
 from conftest import REPO, TINY, read_metrics, run_cli
 from ddp_launch import SLURM_JOB_ID, SLURM_STEP_ID, srun
 from hydra import compose, initialize_config_dir
+from in_process import tiny_run
 
 from genlab.checkpoints import ResumableRNG, load_genlab_checkpoint, seed_rank_streams
 from genlab.data.array_module import ArrayDataModule
@@ -29,6 +30,7 @@ from genlab.data.tensor_loader import InMemoryLoader
 from genlab.losses.elbo import kl_standard_normal
 from genlab.metrics.clustering import ClusteringScores, clustering_scores
 from genlab.sample import load_model
+from genlab.train import train
 
 JOBS = ["ae", "vae", "vae_cut", "vae_resumed", "iwae", "iwae2", "vade", "gan"]
 FINISHED = [j for j in JOBS if j != "vae_cut"]
@@ -228,7 +230,6 @@ def test_the_gan_feature_classifier_is_trained_once_and_loaded_by_every_rank(swe
 
 CLI_CASES = {
     "pca": ["model=pca", *TINY, *DDP],
-    "pca one process": ["model=pca", *TINY],
     "sweep": ["-m", "model=ae,vae", *TINY, *DDP],
     "vade plain ddp": ["model=vade", *TINY, *DDP, "trainer.strategy=ddp"],
 }
@@ -243,15 +244,15 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
         return {name: (future.result(), root / name.replace(" ", "_")) for name, future in futures.items()}
 
 
-def test_pca_under_ddp_is_fitted_in_one_process(cli: dict) -> None:
+def test_pca_under_ddp_is_fitted_in_one_process(cli: dict, tmp_path: Path) -> None:
     proc, log_dir = cli["pca"]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "has no trained parameters" in proc.stdout and "GLOBAL_RANK: 1" not in proc.stdout + proc.stderr
     (run,) = (log_dir / "train" / "runs").iterdir()
-    (single,) = (cli["pca one process"][1] / "train" / "runs").iterdir()
+    single = train(tiny_run(["model=pca"], tmp_path / "single"))  # the same run in one process (this one)
     # Fitted on all the training data once, it reconstructs the test batch as the one-process fit does; a fit on one
     # rank's shard, or a model left unfitted, would not.
-    assert read_metrics(run)["test/loss"] == pytest.approx(read_metrics(single)["test/loss"], rel=1e-6)
+    assert read_metrics(run)["test/loss"] == pytest.approx(single["test/loss"], rel=1e-6)
 
 
 def test_a_local_sweep_of_ddp_jobs_is_refused_before_it_starts(cli: dict) -> None:

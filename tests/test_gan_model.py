@@ -383,14 +383,18 @@ def test_cli_conv_gan_on_digits_writes_image_metrics_and_grids(tmp_path: Path) -
     assert (run / "images" / "fixed_noise_epoch000.png").is_file()
 
 
-def test_cli_bad_gan_values_fail_before_training(tmp_path: Path) -> None:
-    from conftest import run_cli
+def test_bad_gan_values_fail_before_training(tmp_path: Path) -> None:
+    from in_process import tiny_run
 
-    # A value of the loss group (model values such as model.n_critic=0: tests/test_bad_input.py).
+    from genlab.checks import ConfigError
+    from genlab.train import train
+
+    # A value of the loss group (model values such as model.n_critic=0, and how the CLI reports every such error
+    # in one line with exit code 2: tests/test_bad_input.py).
     run = tmp_path / "run"
-    proc = run_cli("model=gan", "data=ring8", "loss=wgan_gp", "loss.gp_weight=-1", "trainer.fast_dev_run=true",
-                   "logger=csv", f"hydra.run.dir={run}")
-    assert proc.returncode == 2 and "gp_weight=-1" in proc.stderr, proc.stderr[-2000:]
+    cfg = tiny_run(["model=gan", "data=ring8", "loss=wgan_gp", "loss.gp_weight=-1", "trainer.fast_dev_run=true"], run)
+    with pytest.raises(ConfigError, match=r"gp_weight=-1"):
+        train(cfg)
     assert not list(run.rglob("*.ckpt")), "it must fail before training"
 
 
