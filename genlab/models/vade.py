@@ -266,8 +266,9 @@ class VaDE(VAE):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["vade_start"] = dict(self.start)
-        if self.pretrain is not None and self.pretrain.state_dict() is not None:  # written during the stage
-            checkpoint["vade_pretrain"] = self.pretrain.state_dict()
+        progress = self.pretrain.state_dict() if self.pretrain is not None else None
+        if progress is not None:  # a checkpoint written during the stage
+            checkpoint["vade_pretrain"] = progress
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)

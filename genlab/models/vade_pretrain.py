@@ -182,7 +182,6 @@ class AutoencoderPretraining:
                 torch.distributed.broadcast(tensor.data, src=0)
         return encoder_outputs(model, x)
 
-
     def log_epoch(self, model: VaDE, epoch: int, loss: float, data: tuple[Tensor, Tensor, Tensor], seed: int,
                   start: float) -> None:
         """Log and print the scored epoch's loss and the start a GMM fitted now would give (``data``: the stage's
