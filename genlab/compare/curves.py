@@ -125,6 +125,10 @@ def collect_curves(runs: Sequence[Run], metric: str, groups: dict[str, list[Run]
     return " / ".join(sorted(names)), curves
 
 
+LEGEND_INSIDE = 12  # curves a panel's own legend holds without covering them
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
 def plot_curves(path: Path, name: str, curves: Sequence[Curve]) -> None:
     """PNG of the curves against step; a group's line is the mean with a shaded ±1 std band."""
     plot_panels(path, [(name, curves)])
@@ -139,18 +143,23 @@ def plot_panels(path: Path, panels: Sequence[tuple[str, Sequence[Curve]]], x_lab
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
-    for ax, (name, curves) in zip(axes[0], panels):
-        _draw(ax, name, curves, x_label)
+    crowded = max((len(curves) for _, curves in panels), default=0) > LEGEND_INSIDE
+    for i, (ax, (name, curves)) in enumerate(zip(axes[0], panels)):
+        # a crowded legend would hide the curves: drawn once, right of the last panel (the panels share their groups)
+        _draw(ax, name, curves, x_label, legend="none" if crowded and i < len(panels) - 1 else
+              "outside" if crowded else "inside")
     if title:
         fig.suptitle(title)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
-def _draw(ax: Any, name: str, curves: Sequence[Curve], x_label: str) -> None:
-    for curve in curves:
+def _draw(ax: Any, name: str, curves: Sequence[Curve], x_label: str, legend: str) -> None:
+    for i, curve in enumerate(curves):
         label = curve.label if curve.n_runs == 1 else f"{curve.label} (mean ± std of {curve.n_runs})"
-        (line,) = ax.plot(curve.steps, curve.mean, label=label, marker="." if len(curve.steps) < 30 else None)
+        # the colour cycle has 10 colours: the 11th curve on takes the next line style, so no two curves look alike
+        (line,) = ax.plot(curve.steps, curve.mean, label=label, marker="." if len(curve.steps) < 30 else None,
+                          linestyle=LINE_STYLES[i // 10 % len(LINE_STYLES)])
         if curve.n_runs > 1:
             low = [m - s for m, s in zip(curve.mean, curve.std)]
             high = [m + s for m, s in zip(curve.mean, curve.std)]
@@ -158,5 +167,7 @@ def _draw(ax: Any, name: str, curves: Sequence[Curve], x_label: str) -> None:
     ax.set_xlabel(x_label)
     ax.set_ylabel(name)
     ax.set_title(f"{name} over {sum(c.n_runs for c in curves)} runs")
-    if len(curves) <= 12:
+    if legend == "inside":
         ax.legend(fontsize=8)
+    elif legend == "outside":
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
