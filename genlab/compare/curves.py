@@ -155,6 +155,8 @@ def plot_panels(path: Path, panels: Sequence[tuple[str, Sequence[Curve]]], x_lab
 
 
 def _draw(ax: Any, name: str, curves: Sequence[Curve], x_label: str, legend: str) -> None:
+    from matplotlib.ticker import EngFormatter
+
     for i, curve in enumerate(curves):
         label = curve.label if curve.n_runs == 1 else f"{curve.label} (mean ± std of {curve.n_runs})"
         # the colour cycle has 10 colours: the 11th curve on takes the next line style, so no two curves look alike
@@ -164,6 +166,7 @@ def _draw(ax: Any, name: str, curves: Sequence[Curve], x_label: str, legend: str
             low = [m - s for m, s in zip(curve.mean, curve.std)]
             high = [m + s for m, s in zip(curve.mean, curve.std)]
             ax.fill_between(curve.steps, low, high, color=line.get_color(), alpha=0.2)
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 400k, not 400000 running into its neighbours
     ax.set_xlabel(x_label)
     ax.set_ylabel(name)
     ax.set_title(f"{name} over {sum(c.n_runs for c in curves)} runs")
