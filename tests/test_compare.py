@@ -271,3 +271,26 @@ def test_study_report_names_the_studies_when_the_name_is_wrong(study_db, capsys)
     assert "--name 'tyo' is no study" in err and "its studies: ['toy']" in err
     assert compare_main(["--study", str(study_db.parent / "nope.db")]) == 2
     assert "no such database" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("n_curves", "legends"), [(3, [None, None]), (14, [(1.02, 1.0)])])
+def test_a_crowded_figure_keeps_one_legend_beside_it_and_no_two_curves_look_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n_curves: int, legends: list
+) -> None:
+    from matplotlib.axes import Axes
+
+    from genlab.compare.curves import mean_curve, plot_panels
+
+    drawn: list = []
+    legend, plot = Axes.legend, Axes.plot
+    monkeypatch.setattr(Axes, "legend",
+                        lambda ax, *a, **kw: drawn.append(kw.get("bbox_to_anchor")) or legend(ax, *a, **kw))
+    looks: list = []
+    monkeypatch.setattr(Axes, "plot",  # (colour index, line style) of each line drawn
+                        lambda ax, *a, **kw: looks.append((len(looks) % 10, kw["linestyle"])) or plot(ax, *a, **kw))
+    curves = [mean_curve(f"run {i}", [[(1, float(i)), (2, float(i))]]) for i in range(n_curves)]
+    plot_panels(tmp_path / "curves.png", [("a", curves), ("b", curves)])
+    # Up to 12 curves each panel has its own legend inside; past that one legend, right of the last panel (it was
+    # dropped, so 14 curves could not be told apart). The colour cycle repeats after 10: the line style must not.
+    assert drawn == legends
+    assert len(set(looks[:n_curves])) == n_curves
